@@ -1,0 +1,212 @@
+"""Train a segmentation model on a folder data set.
+
+    python train.py                                  # unet on the embedded demo set
+    python train.py --data_root ../shared/datasets --dataset_name bbufdataset --epochs 50
+
+Writes under `<train_save_path>/<exp_name>/<model_name>/`: the best checkpoint
+by validation mean IoU, a resume checkpoint, `log.csv`, TensorBoard logs in
+`log/` and the run configuration `config.json` (see utils/run.py).
+"""
+import argparse
+import csv
+import os
+import sys
+
+from utils.cli import positive_int, str2bool  # sets TF_CPP_MIN_LOG_LEVEL before keras loads
+from utils.errors import UserError, run_cli
+from utils.image import IMAGE_INITS
+
+DEFAULT_METRICS = "accuracy,iou_score,dice_score"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # === The seed's flags ===
+    p.add_argument("--exp_name", default="exp1", help="experiment name (a folder under --train_save_path)")
+    p.add_argument("--dataset_name", default="demo", help="data set folder under --data_root")
+    p.add_argument("--loss", default="ce", help="loss name (see losses/)")
+    p.add_argument("--n_classes", type=positive_int, default=2, help="number of classes, background included")
+    p.add_argument("--input_height", type=positive_int, default=224)
+    p.add_argument("--input_width", type=positive_int, default=224)
+    p.add_argument("--resize_op", type=int, choices=(1, 2), default=1, help="1: resize, 2: letterbox")
+    p.add_argument("--validate", type=str2bool, default=True, help="validate after each epoch (true/false)")
+    p.add_argument("--epochs", type=positive_int, default=50)
+    p.add_argument("--train_batch_size", type=positive_int, default=4)
+    p.add_argument("--val_batch_size", type=positive_int, default=4)
+    p.add_argument("--model_name", default="unet", help="model name (see Models/)")
+    p.add_argument("--train_save_path", default="weights/", help="root folder of all runs")
+    p.add_argument("--resume", default="", help="'auto' or a run folder / checkpoint to continue")
+    p.add_argument("--optimizer_name", default="adadelta", help="sgd, adam, adamw, rmsprop, adadelta, nadam")
+    p.add_argument("--image_init", default="divide", choices=IMAGE_INITS)
+    p.add_argument("--multi_gpus", type=str2bool, default=False)
+    # === Additions ===
+    p.add_argument("--data_root", default="data", help="folder holding the data sets")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
+    p.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling and augmentation")
+    p.add_argument("--ignore_label", type=int, default=255, help="label value excluded from loss and metrics")
+    p.add_argument("--metrics", default=DEFAULT_METRICS, help="comma-separated metric names")
+    p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1),
+                   help="threads decoding batches")
+    return p.parse_args(argv)
+
+
+# === Run folder and resume ===
+
+def resolve_resume(args):
+    """-> (run_dir, checkpoint to load or None, state dict or None)."""
+    from utils.run import STATE_FILE, read_json
+    run_dir = os.path.join(args.train_save_path, args.exp_name, args.model_name)
+    if not args.resume:
+        if os.path.exists(os.path.join(run_dir, STATE_FILE)) or os.path.exists(os.path.join(run_dir, "config.json")):
+            raise UserError(f"{run_dir} already holds a run; pass --resume auto to continue it, "
+                            "or choose another --exp_name")
+        return run_dir, None, None
+    if args.resume != "auto":
+        target = args.resume
+        if not os.path.exists(target):
+            raise UserError(f"--resume {target}: no such file or folder")
+        run_dir = target if os.path.isdir(target) else os.path.dirname(os.path.abspath(target))
+    state_path = os.path.join(run_dir, STATE_FILE)
+    if not os.path.isfile(state_path):
+        if args.resume == "auto":
+            return run_dir, None, None  # nothing to resume yet: start fresh
+        raise UserError(f"--resume {args.resume}: {state_path} not found (not a run folder of train.py)")
+    state = read_json(state_path, "run state")
+    checkpoint = os.path.join(run_dir, state["resume_checkpoint"])
+    if args.resume not in ("auto", run_dir) and os.path.isfile(args.resume):
+        checkpoint = args.resume
+    return run_dir, checkpoint, state
+
+
+def load_run_config(args, run_dir):
+    """On resume, the run's own settings win; only --epochs and --workers may change."""
+    from utils.run import read_json
+    saved = read_json(os.path.join(run_dir, "config.json"), "run configuration")
+    for key, value in saved.items():
+        if key not in ("epochs", "workers", "resume") and hasattr(args, key):
+            setattr(args, key, value)
+
+
+def trim_log(log_path, completed_epochs):
+    """Drop log.csv rows of epochs after the resume point, so the log stays continuous."""
+    if not os.path.isfile(log_path):
+        return
+    with open(log_path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < completed_epochs]
+    with open(log_path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(kept)
+
+
+# === Main ===
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.multi_gpus:
+        raise UserError("--multi_gpus true is not implemented yet; train on one device")
+    run_dir, checkpoint, state = resolve_resume(args)
+    if checkpoint:
+        load_run_config(args, run_dir)
+    completed = state["epoch"] if state else 0
+    if completed >= args.epochs:
+        print(f"{run_dir}: all {args.epochs} epochs already done; best checkpoint: "
+              f"{os.path.join(run_dir, state['best_checkpoint'] or '')}")
+        return 0
+
+    import keras
+
+    from data import Preprocessing, SegmentationDataset, find_split, read_class_names, scan_pairs
+    from losses import get_loss
+    from metrics import get_metrics
+    from Models import build_model, get_builder
+    from utils.callbacks import RunCheckpoint
+    from utils.optimizers import check_name, get_optimizer
+    from utils.run import write_json_atomic
+
+    # Check every name and size before touching data or building anything.
+    builder = get_builder(args.model_name)
+    builder.size_rule.check(args.model_name, args.input_height, args.input_width)
+    check_name(args.optimizer_name)
+    metric_names = [n.strip() for n in args.metrics.split(",") if n.strip()]
+    if "iou_score" not in metric_names:
+        metric_names.append("iou_score")  # the checkpoint criterion
+    if not args.n_classes <= args.ignore_label <= 255:
+        raise UserError(f"--ignore_label {args.ignore_label} must be in {args.n_classes}..255 "
+                        f"(above the class ids of --n_classes {args.n_classes})")
+    loss = get_loss(args.loss, args.n_classes, args.ignore_label)
+    metrics = get_metrics(metric_names, args.n_classes, args.ignore_label)
+
+    # === Data ===
+    train_pairs = find_split(args.data_root, args.dataset_name, "train")
+    if train_pairs is None:
+        raise UserError(f"{os.path.join(args.data_root, args.dataset_name)}: no train_image/ and train_label/ "
+                        "folders (see --data_root and --dataset_name)")
+    val_pairs, val_split = None, None
+    if args.validate:
+        for split in ("val", "test"):
+            val_pairs = find_split(args.data_root, args.dataset_name, split)
+            if val_pairs is not None:
+                val_split = split
+                break
+        if val_pairs is None:
+            raise UserError(f"--validate true but {os.path.join(args.data_root, args.dataset_name)} has no "
+                            "val_image/val_label or test_image/test_label folders; pass --validate false")
+    counts = scan_pairs(train_pairs, args.n_classes, args.ignore_label)
+    if val_pairs:
+        scan_pairs(val_pairs, args.n_classes, args.ignore_label)
+    shares = counts[:args.n_classes] / max(1, counts[:args.n_classes].sum())
+    print(f"train: {len(train_pairs)} pairs; class pixel shares: "
+          + ", ".join(f"{i}={s:.3f}" for i, s in enumerate(shares)))
+    if val_pairs:
+        note = " (no val split: validating on the test split, as the original did)" if val_split == "test" else ""
+        print(f"validation: {len(val_pairs)} pairs from {val_split}_image/{note}")
+
+    prep = Preprocessing(args.input_height, args.input_width, args.image_init, args.resize_op, args.ignore_label)
+    train_data = SegmentationDataset(train_pairs, args.train_batch_size, prep, args.n_classes, shuffle=True,
+                                     seed=args.seed, workers=args.workers, start_epoch=completed)
+    val_data = (SegmentationDataset(val_pairs, args.val_batch_size, prep, args.n_classes, shuffle=False,
+                                    workers=args.workers) if val_pairs else None)
+
+    # === Model ===
+    keras.utils.set_random_seed(args.seed + completed)
+    if checkpoint:
+        print(f"resuming from {checkpoint} after epoch {completed}")
+        model = keras.models.load_model(checkpoint, safe_mode=True)
+    else:
+        model = build_model(args.model_name, args.n_classes, args.input_height, args.input_width)
+        model.compile(optimizer=get_optimizer(args.optimizer_name, args.lr), loss=loss, metrics=metrics)
+    print(f"{args.model_name}: {model.count_params():,} parameters, input {args.input_height}x{args.input_width}, "
+          f"{args.n_classes} classes, loss {args.loss}, optimizer {args.optimizer_name} "
+          f"(lr {float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)):g})")
+
+    # === Run folder ===
+    os.makedirs(run_dir, exist_ok=True)
+    config = {k: v for k, v in vars(args).items() if k != "resume"}
+    config.update(class_names=read_class_names(args.data_root, args.dataset_name, args.n_classes),
+                  keras_version=keras.__version__, backend=keras.backend.backend())
+    write_json_atomic(os.path.join(run_dir, "config.json"), config)
+    monitor = "val_iou_score" if val_data else "iou_score"
+    log_path = os.path.join(run_dir, "log.csv")
+    trim_log(log_path, completed)
+    callbacks = [
+        RunCheckpoint(run_dir, args.model_name, monitor, state),
+        keras.callbacks.CSVLogger(log_path, append=completed > 0),
+        keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "log")),
+    ]
+    print(f"saving to {run_dir}; best checkpoint by {monitor} (mean IoU over classes)")
+
+    # === Train ===
+    model.fit(train_data, validation_data=val_data, epochs=args.epochs, initial_epoch=completed,
+              callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else "auto")
+
+    final = callbacks[0].state
+    best = os.path.join(run_dir, final["best_checkpoint"]) if final["best_checkpoint"] else None
+    print(f"best {monitor}: {final['best_score'] if final['best_score'] is not None else float('nan'):.6f} "
+          f"at epoch {final['best_epoch']}; best checkpoint: {best}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,1 @@
+"""Shared helpers: user-facing errors, image I/O and resizing, run configuration."""

@@ -1,0 +1,208 @@
+"""Image and label I/O, resizing, letterboxing and normalisation.
+
+Conventions used everywhere in the toolkit:
+- images are uint8 arrays (H, W, 3) in OpenCV's BGR channel order, as the
+  original toolkit read them (so `sub_mean` subtracts B, G, R means);
+- labels are uint8 arrays (H, W) of class indices; they are only ever resized
+  with nearest-neighbour interpolation, and padding uses the ignore label.
+"""
+import os
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from utils.errors import UserError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+LABEL_EXTS = (".png",)
+
+IMAGE_INITS = ("divide", "sub_mean", "sub_and_divide")
+# Caffe/VGG ImageNet means in B, G, R order (the original's `sub_mean`).
+BGR_MEANS = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+# Grey used to pad letterboxed images (the usual letterbox convention).
+LETTERBOX_FILL = 128
+
+
+# === Reading ===
+
+def read_image(path):
+    """Read an image as uint8 (H, W, 3) BGR; grayscale images are expanded."""
+    data = np.fromfile(path, dtype=np.uint8)  # np.fromfile: non-ASCII paths work on Windows
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise UserError(f"{path}: cannot be decoded as an image")
+    return image
+
+
+def read_label(path):
+    """Read a label PNG as uint8 (H, W) class indices.
+
+    Palette ("P") PNGs give their indices, grayscale PNGs their values, and a
+    3-channel PNG is accepted only when its channels are equal; a
+    colour-coded label is an error because its colours are not class ids.
+    """
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            array = np.array(img)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot be read as a label PNG ({exc})") from None
+    if mode in ("P", "L", "1"):
+        return array.astype(np.uint8)
+    if mode in ("I", "I;16", "I;16B", "I;16L"):
+        if array.size and array.max() > 255:
+            raise UserError(f"{path}: 16-bit label with values above 255; class ids must fit in 8 bits")
+        return array.astype(np.uint8)
+    if mode in ("RGB", "RGBA", "LA"):
+        channels = array[..., :3] if mode != "LA" else array[..., :1]
+        if mode == "RGBA" and np.any(array[..., 3] != 255):
+            raise UserError(f"{path}: label has a transparent alpha channel; save it as a single-channel PNG")
+        first = channels[..., 0]
+        if all(np.array_equal(first, channels[..., c]) for c in range(1, channels.shape[-1])):
+            return first.astype(np.uint8)
+        raise UserError(
+            f"{path}: colour-coded label (its channels differ); labels must be single-channel "
+            "PNGs of class indices (or palette PNGs)"
+        )
+    raise UserError(f"{path}: unsupported label PNG mode {mode!r}")
+
+
+def list_files(folder, extensions):
+    """Files in `folder` (not recursive) whose extension is in `extensions`, sorted."""
+    return sorted(
+        os.path.join(folder, name)
+        for name in os.listdir(folder)
+        if os.path.splitext(name)[1].lower() in extensions and not name.startswith(".")
+    )
+
+
+def check_label_values(label, path, n_classes, ignore_label):
+    """Raise a `UserError` naming `path` if `label` holds a value that is neither a class nor ignored."""
+    counts = np.bincount(label.ravel(), minlength=256)
+    present = np.flatnonzero(counts)
+    bad = [int(v) for v in present if v >= n_classes and v != ignore_label]
+    if not bad:
+        return counts
+    found = ", ".join(str(int(v)) for v in present[:12]) + (" ..." if len(present) > 12 else "")
+    hint = ""
+    if set(present.tolist()) <= {0, 255} or set(present.tolist()) <= {0, 1, 254, 255}:
+        hint = " (this looks like a 0/255 mask: store class indices, e.g. label // 255)"
+    raise UserError(
+        f"{path}: label values {{{found}}} include {bad[:5]} outside 0..{n_classes - 1} "
+        f"(--n_classes {n_classes}, --ignore_label {ignore_label}){hint}"
+    )
+
+
+# === Resizing ===
+
+def resize_image(image, height, width):
+    interpolation = cv2.INTER_AREA if image.shape[0] > height and image.shape[1] > width else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def resize_label(label, height, width):
+    """Nearest-neighbour: any other interpolation invents class ids at borders."""
+    return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def letterbox_geometry(src_h, src_w, dst_h, dst_w):
+    """(top, left, new_h, new_w) of the scaled image centred in a dst canvas."""
+    scale = min(dst_h / src_h, dst_w / src_w)
+    new_h = max(1, min(dst_h, int(round(src_h * scale))))
+    new_w = max(1, min(dst_w, int(round(src_w * scale))))
+    return (dst_h - new_h) // 2, (dst_w - new_w) // 2, new_h, new_w
+
+
+def letterbox_image(image, height, width):
+    top, left, new_h, new_w = letterbox_geometry(image.shape[0], image.shape[1], height, width)
+    canvas = np.full((height, width, 3), LETTERBOX_FILL, dtype=image.dtype)
+    canvas[top:top + new_h, left:left + new_w] = resize_image(image, new_h, new_w)
+    return canvas
+
+
+def letterbox_label(label, height, width, ignore_label):
+    """Letterbox a label; the padding gets `ignore_label` so it counts in no loss or metric."""
+    top, left, new_h, new_w = letterbox_geometry(label.shape[0], label.shape[1], height, width)
+    canvas = np.full((height, width), ignore_label, dtype=label.dtype)
+    canvas[top:top + new_h, left:left + new_w] = resize_label(label, new_h, new_w)
+    return canvas
+
+
+def fit_image(image, height, width, resize_op):
+    """`resize_op` 1: plain resize; 2: letterbox."""
+    if resize_op == 1:
+        return resize_image(image, height, width)
+    return letterbox_image(image, height, width)
+
+
+def fit_label(label, height, width, resize_op, ignore_label):
+    if resize_op == 1:
+        return resize_label(label, height, width)
+    return letterbox_label(label, height, width, ignore_label)
+
+
+def restore_probabilities(probs, orig_h, orig_w, resize_op):
+    """Map network-size class probabilities (h, w, C) back to the original image size.
+
+    Probabilities are resized bilinearly (then argmax-ed by the caller), which
+    gives smoother borders than resizing the hard mask; letterbox padding is
+    cropped away first.
+    """
+    height, width = probs.shape[:2]
+    if resize_op == 2:
+        top, left, new_h, new_w = letterbox_geometry(orig_h, orig_w, height, width)
+        probs = probs[top:top + new_h, left:left + new_w]
+    channels = probs.shape[-1]
+    # cv2.resize handles at most 512 channels and drops a trailing axis of 1.
+    if channels <= 512:
+        out = cv2.resize(np.ascontiguousarray(probs), (orig_w, orig_h), interpolation=cv2.INTER_LINEAR)
+        return out.reshape(orig_h, orig_w, channels)
+    parts = [restore_probabilities(probs[..., i:i + 512], orig_h, orig_w, 1) for i in range(0, channels, 512)]
+    return np.concatenate(parts, axis=-1)
+
+
+# === Normalisation ===
+
+def normalize(image, image_init):
+    """uint8 BGR image -> float32 network input.
+
+    divide: x / 255 (range [0, 1]); sub_and_divide: x / 127.5 - 1 (range [-1, 1]);
+    sub_mean: x - (103.939, 116.779, 123.68) per B, G, R channel.
+    """
+    x = image.astype(np.float32)
+    if image_init == "divide":
+        return x / 255.0
+    if image_init == "sub_and_divide":
+        return x / 127.5 - 1.0
+    if image_init == "sub_mean":
+        return x - BGR_MEANS
+    raise UserError(f"--image_init {image_init!r}: expected one of {', '.join(IMAGE_INITS)}")
+
+
+# === Colour ===
+
+def voc_palette(n=256):
+    """The PASCAL VOC colour map (RGB), the de-facto palette of segmentation masks."""
+    palette = np.zeros((n, 3), dtype=np.uint8)
+    for index in range(n):
+        value, r, g, b = index, 0, 0, 0
+        for bit in range(8):
+            r |= ((value >> 0) & 1) << (7 - bit)
+            g |= ((value >> 1) & 1) << (7 - bit)
+            b |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        palette[index] = (r, g, b)
+    return palette
+
+
+def write_png(path, array, palette=None):
+    """Write a uint8 array as PNG; with `palette`, as a palette PNG that keeps the indices."""
+    array = np.ascontiguousarray(array)
+    if palette is None:
+        Image.fromarray(array).save(path)
+        return
+    # frombytes keeps the raw indices; convert("P") would re-quantise them.
+    img = Image.frombytes("P", (array.shape[1], array.shape[0]), array.astype(np.uint8).tobytes())
+    img.putpalette(palette.reshape(-1).tolist())
+    img.save(path)

@@ -1,0 +1,30 @@
+"""Optimizers by name, each with a default learning rate that trains a segmentation net."""
+import keras
+
+from utils.errors import UserError
+
+# name -> (class, default learning rate, extra arguments).
+# Adadelta's 1.0 is the original's (Keras 2 Adadelta default); Keras 3's 0.001 barely moves.
+OPTIMIZERS = {
+    "sgd": (keras.optimizers.SGD, 0.01, {"momentum": 0.9}),
+    "adam": (keras.optimizers.Adam, 1e-3, {}),
+    "adamw": (keras.optimizers.AdamW, 1e-3, {"weight_decay": 1e-4}),
+    "rmsprop": (keras.optimizers.RMSprop, 1e-3, {}),
+    "adadelta": (keras.optimizers.Adadelta, 1.0, {}),
+    "nadam": (keras.optimizers.Nadam, 1e-3, {}),
+}
+
+
+def default_lr(name):
+    return check_name(name)[1]
+
+
+def check_name(name):
+    if name not in OPTIMIZERS:
+        raise UserError(f"--optimizer_name {name!r} is unknown; valid names: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name]
+
+
+def get_optimizer(name, lr=None):
+    cls, lr_default, extra = check_name(name)
+    return cls(learning_rate=lr_default if lr is None else lr, **extra)
