@@ -1,0 +1,139 @@
+"""train.py -> test.py end to end on tiny data, resume, and one-line errors for bad input."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, write_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def run(script, *args, cwd=ROOT):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def train_args(root, save, *extra):
+    return ["--data_root", root, "--dataset_name", "tiny", "--input_height", 32, "--input_width", 32,
+            "--train_save_path", save, "--train_batch_size", 2, "--optimizer_name", "adam", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("data"))
+    write_dataset(root, n_train=4, n_test=2)
+    save = str(tmp_path_factory.mktemp("weights"))
+    result = run("train.py", *train_args(root, save, "--epochs", 2))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root, save, os.path.join(save, "exp1", "unet"), result.stdout
+
+
+def read_log(run_dir):
+    with open(os.path.join(run_dir, "log.csv"), newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_writes_run_folder(trained_run):
+    _, _, run_dir, stdout = trained_run
+    state = json.load(open(os.path.join(run_dir, "state.json")))
+    assert state["epoch"] == 2 and state["monitor"] == "val_iou_score"
+    best = state["best_checkpoint"]
+    assert best.startswith("unet.0") and best.endswith(f"-{state['best_score']:.6f}.keras")
+    assert os.path.isfile(os.path.join(run_dir, best))
+    assert os.path.isfile(os.path.join(run_dir, "resume-epoch002.keras"))
+    assert not os.path.exists(os.path.join(run_dir, "resume-epoch001.keras"))  # superseded, removed
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert config["model_name"] == "unet" and config["input_height"] == 32 and config["n_classes"] == 2
+    assert [row["epoch"] for row in read_log(run_dir)] == ["0", "1"]
+    assert {"val_iou_score", "val_loss", "iou_score", "accuracy"} <= set(read_log(run_dir)[0])
+    assert os.path.isdir(os.path.join(run_dir, "log"))
+    assert "validating on the test split" in stdout
+
+
+def test_rerun_without_resume_refuses_to_overwrite(trained_run):
+    root, save, run_dir, _ = trained_run
+    assert_one_line_error(run("train.py", *train_args(root, save, "--epochs", 2)), "already holds a run",
+                          "--resume auto")
+
+
+def test_test_py_writes_masks_at_original_size_and_metrics(trained_run, tmp_path):
+    root, _, run_dir, _ = trained_run
+    out = tmp_path / "out"
+    result = run("test.py", "--weights_path", run_dir, "--mIOU", "true", "--output_path", out)
+    assert result.returncode == 0, result.stderr
+    masks = sorted(p for p in os.listdir(out) if p.endswith(".png"))
+    assert masks == ["test0.png", "test1.png"]
+    mask = cv2.imread(str(out / "test0.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (40, 48) and set(np.unique(mask)) <= {0, 1}
+    assert os.path.isfile(out / "color" / "test0.png") and os.path.isfile(out / "overlay" / "test0.jpg")
+    metrics = json.load(open(out / "metrics.json"))
+    assert {"mIoU", "mPA", "aAcc", "FWIoU", "mDice", "per_class"} <= set(metrics)
+    assert [c["name"] for c in metrics["per_class"]] == ["class_0", "class_1"]
+    assert metrics["pixels"] == 2 * 40 * 48
+    assert "test mIoU" in result.stdout
+    # A second run never overwrites the first one's outputs.
+    again = run("test.py", "--weights_path", run_dir, "--output_path", out)
+    assert again.returncode == 0 and os.path.isfile(str(out) + "_2/test0.png")
+
+
+def test_resume_continues_epoch_count_and_log(trained_run, tmp_path):
+    root, save, run_dir, _ = trained_run
+    result = run("train.py", *train_args(root, save, "--epochs", 3, "--resume", "auto"))
+    assert result.returncode == 0, result.stderr
+    assert "resuming from" in result.stdout and "Epoch 3/3" in result.stdout and "Epoch 1/3" not in result.stdout
+    assert [row["epoch"] for row in read_log(run_dir)] == ["0", "1", "2"]
+    assert json.load(open(os.path.join(run_dir, "state.json")))["epoch"] == 3
+    done = run("train.py", *train_args(root, save, "--epochs", 3, "--resume", "auto"))
+    assert done.returncode == 0 and "already done" in done.stdout
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--model_name", "nope"], ["--model_name 'nope' is unknown", "unet"]),
+    (["--input_height", 40], ["unet needs height and width multiples of 16", "--input_height 40", "32 or 48"]),
+    (["--loss", "nope"], ["--loss 'nope' is unknown", "ce"]),
+    (["--optimizer_name", "nope"], ["--optimizer_name 'nope' is unknown", "adadelta"]),
+    (["--dataset_name", "missing"], ["missing: no train_image/"]),
+    (["--ignore_label", 1], ["--ignore_label 1 must be in 2..255"]),
+])
+def test_train_bad_flags_give_one_line_errors(tmp_path, args, fragments):
+    root = str(tmp_path)
+    write_dataset(root, n_train=2, n_test=1)
+    base = train_args(root, str(tmp_path / "w"), "--epochs", 1)
+    for i in range(0, len(args), 2):  # later flags override earlier ones in argparse
+        base += [args[i], args[i + 1]]
+    assert_one_line_error(run("train.py", *base), *fragments)
+
+
+def test_train_bad_data_gives_one_line_errors(tmp_path):
+    root = str(tmp_path)
+    base = write_dataset(root, n_train=2, n_test=1)
+    cv2.imwrite(os.path.join(base, "train_label", "train1.png"), np.full((40, 48), 255, np.uint8))
+    assert_one_line_error(run("train.py", *train_args(root, str(tmp_path / "w"), "--ignore_label", 254)),
+                          "train1.png", "0/255 mask")
+    os.remove(os.path.join(base, "train_label", "train1.png"))
+    assert_one_line_error(run("train.py", *train_args(root, str(tmp_path / "w"))), "unpaired files", "train1")
+
+
+def test_test_py_bad_input_gives_one_line_errors(trained_run, tmp_path):
+    _, _, run_dir, _ = trained_run
+    assert_one_line_error(run("test.py", "--weights_path", tmp_path / "nothing"), "no such file")
+    assert_one_line_error(run("test.py", "--weights_path", run_dir, "--input_height", 64,
+                              "--output_path", tmp_path / "o"), "takes 32x32 inputs")
+    assert_one_line_error(run("test.py", "--weights_path", run_dir, "--test_images", tmp_path / "none",
+                              "--output_path", tmp_path / "o2"), "folder not found")
