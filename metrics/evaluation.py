@@ -5,9 +5,12 @@ over the whole data set (never averaged per image). A class absent from both
 labels and predictions has undefined IoU/Dice and is left out of the means.
 """
 import json
+import math
 import os
 
 import numpy as np
+
+from utils.errors import UserError
 
 
 def confusion_matrix(label, pred, n_classes, ignore_label=255):
@@ -87,13 +90,114 @@ def format_table(summary):
     return "\n".join(rows)
 
 
-def write_report(output_path, summary, matrix):
-    """metrics.json and confusion_matrix.csv under `output_path`."""
+def _json_safe(value):
+    """NaN -> None (JSON has no NaN), recursively."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_report(output_path, summary, matrix, charts=False):
+    """metrics.json, confusion_matrix.csv and, with charts=True, the PNG charts under `output_path`.
+
+    test.py keeps charts=False and calls `write_charts` on a subfolder: its
+    output folder holds the predicted `<stem>.png` masks, which chart PNGs
+    beside them would pollute (tools/evaluate.py would take them for masks).
+    """
     os.makedirs(output_path, exist_ok=True)
     with open(os.path.join(output_path, "metrics.json"), "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2)
+        json.dump(_json_safe(summary), handle, indent=2)
     names = [c["name"] for c in summary["per_class"]]
     with open(os.path.join(output_path, "confusion_matrix.csv"), "w", encoding="utf-8") as handle:
-        handle.write("true\\pred," + ",".join(names) + "\n")
+        handle.write("true\\pred," + ",".join(_csv_field(n) for n in names) + "\n")
         for name, row in zip(names, np.asarray(matrix, dtype=np.int64)):
-            handle.write(name + "," + ",".join(str(int(v)) for v in row) + "\n")
+            handle.write(_csv_field(name) + "," + ",".join(str(int(v)) for v in row) + "\n")
+    if charts:
+        write_charts(output_path, summary, matrix)
+
+
+def _csv_field(text):
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+# === Charts ===
+
+def write_charts(output_path, summary, matrix):
+    """iou_per_class.png (bars) and confusion_matrix.png (row-normalised heat map); returns their paths.
+
+    Uses matplotlib's Agg canvas directly: no display, no pyplot global state.
+    """
+    from metrics.charts import confusion_chart, iou_chart
+    os.makedirs(output_path, exist_ok=True)
+    paths = [os.path.join(output_path, "iou_per_class.png"), os.path.join(output_path, "confusion_matrix.png")]
+    iou_chart(summary, paths[0])
+    confusion_chart(summary, matrix, paths[1])
+    return paths
+
+
+# === Folders of saved masks ===
+
+def read_class_names_file(path, n_classes):
+    """One name per line (blank lines skipped); missing names become class_<i>, extra ones are an error."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            names = [line.strip() for line in handle if line.strip()]
+    except OSError as exc:
+        raise UserError(f"--class_names {path}: cannot be read ({exc.strerror})") from None
+    if len(names) > n_classes:
+        raise UserError(f"--class_names {path}: {len(names)} names for {n_classes} classes (--n_classes)")
+    return names + [f"class_{i}" for i in range(len(names), n_classes)]
+
+
+def _stems(folder, what):
+    from utils.image import LABEL_EXTS, list_files
+    if not os.path.isdir(folder):
+        raise UserError(f"{what} {folder}: folder not found")
+    stems = {}
+    for path in list_files(folder, LABEL_EXTS):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        stems[stem] = path
+    return stems
+
+
+def pair_masks(pred_dir, label_dir):
+    """[(prediction PNG, label PNG)] paired by file stem; a file without its partner is an error."""
+    preds = _stems(pred_dir, "--pred_dir")
+    labels = _stems(label_dir, "--label_dir")
+    missing_pred = sorted(set(labels) - set(preds))
+    missing_label = sorted(set(preds) - set(labels))
+
+    def short(names):
+        return ", ".join(names[:8]) + (f" ... ({len(names)} in all)" if len(names) > 8 else "")
+    if missing_pred or missing_label:
+        parts = []
+        if missing_pred:
+            parts.append(f"labels without a prediction in {pred_dir}: {short(missing_pred)}")
+        if missing_label:
+            parts.append(f"predictions without a label in {label_dir}: {short(missing_label)}")
+        raise UserError("unpaired files: " + "; ".join(parts))
+    if not preds:
+        raise UserError(f"--pred_dir {pred_dir}: no .png masks found")
+    return [(preds[stem], labels[stem]) for stem in sorted(preds)]
+
+
+def evaluate_folders(pred_dir, label_dir, n_classes, ignore_label=255):
+    """The data set's (C, C) confusion matrix from saved masks, and the number of pairs."""
+    from utils.image import check_label_values, read_label
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    pairs = pair_masks(pred_dir, label_dir)
+    for pred_path, label_path in pairs:
+        pred, label = read_label(pred_path), read_label(label_path)
+        if pred.shape != label.shape:
+            raise UserError(f"{pred_path}: prediction size {pred.shape[1]}x{pred.shape[0]} differs from "
+                            f"label {label_path} size {label.shape[1]}x{label.shape[0]}")
+        check_label_values(label, label_path, n_classes, ignore_label)
+        if pred.size and int(pred.max()) >= n_classes:
+            raise UserError(f"{pred_path}: prediction value {int(pred.max())} outside 0..{n_classes - 1} "
+                            f"(--n_classes {n_classes})")
+        matrix += confusion_matrix(label, pred, n_classes, ignore_label)
+    return matrix, len(pairs)
