@@ -5,11 +5,23 @@ Every builder is called as `builder(n_classes, input_height, input_width,
 returns a Keras model from (B, H, W, 3) images to (B, H, W, n_classes) float32
 softmax probabilities. Adding a model: its own file plus one line here.
 """
+from Models.attunet import attunet
+from Models.nested_unet import nested_unet
+from Models.r2attunet import r2attunet
+from Models.r2unet import r2unet
+from Models.scseunet import scseunet
+from Models.seunet import seunet
 from Models.unet import unet
 from utils.errors import UserError
 
 MODELS = {
     "unet": unet,
+    "attunet": attunet,
+    "r2unet": r2unet,
+    "r2attunet": r2attunet,
+    "unet++": nested_unet,
+    "seunet": seunet,
+    "scseunet": scseunet,
 }
 
 
