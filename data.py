@@ -154,7 +154,7 @@ class SegmentationDataset(keras.utils.PyDataset):
     """
 
     def __init__(self, pairs, batch_size, prep, n_classes, shuffle=True, seed=0,
-                 augmenter=None, workers=2, max_queue_size=8, start_epoch=0):
+                 augmenter=None, workers=2, max_queue_size=8, start_epoch=0, label_copies=1):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         if not pairs:
             raise UserError("the data set split is empty")
@@ -166,6 +166,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.seed = seed
         self.augmenter = augmenter
         self.epoch = start_epoch
+        self.label_copies = label_copies  # a model with an auxiliary head takes the labels once per output
         self._order = self._permutation(self.epoch)
 
     def _permutation(self, epoch):
@@ -189,7 +190,8 @@ class SegmentationDataset(keras.utils.PyDataset):
             image, label = load_pair(*self.pairs[i], self.prep, self.n_classes, self.augmenter, rng)
             images.append(image)
             labels.append(label)
-        return np.stack(images), np.stack(labels)
+        labels = np.stack(labels)
+        return np.stack(images), (labels if self.label_copies == 1 else (labels,) * self.label_copies)
 
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)

@@ -69,17 +69,6 @@ def resolve_settings(args):
     return config
 
 
-def new_output_dir(path):
-    """`path` if it is missing or empty, else the first free `path_2`, `path_3`...: never overwrite."""
-    path = path.rstrip("/\\") or path
-    candidate, n = path, 1
-    while os.path.isdir(candidate) and os.listdir(candidate):
-        n += 1
-        candidate = f"{path}_{n}"
-    os.makedirs(candidate, exist_ok=True)
-    return candidate
-
-
 def main(argv=None):
     args = parse_args(argv)
     config = resolve_settings(args)
@@ -89,7 +78,8 @@ def main(argv=None):
     import numpy as np
 
     from data import Preprocessing, default_class_names, load_class_names, pair_files
-    from metrics.evaluation import confusion_matrix, format_table, summarize, write_report
+    from metrics.evaluation import confusion_matrix, format_table, summarize, write_charts, write_report
+    from utils.paths import new_output_dir
     from utils.image import (IMAGE_EXTS, check_label_values, list_files, read_image, read_label,
                              restore_probabilities, voc_palette, write_png)
 
@@ -106,7 +96,10 @@ def main(argv=None):
     else:
         names = config.get("class_names") or default_class_names(args.classes)
 
+    import Models  # noqa: F401  registers the models' custom layers before loading
     model = keras.models.load_model(args.weights_path, compile=False, safe_mode=True)
+    if len(model.outputs) > 1:  # a model trained with auxiliary heads: predict with the main head
+        model = keras.Model(model.inputs, model.outputs[0], name=model.name)
     expected = (args.input_height, args.input_width)
     if tuple(model.input_shape[1:3]) != expected:
         raise UserError(f"{args.weights_path} takes {model.input_shape[1]}x{model.input_shape[2]} inputs, "
@@ -149,6 +142,7 @@ def main(argv=None):
                        val_annotations=args.val_annotations)
         print(format_table(summary))
         write_report(out_dir, summary, matrix)
+        write_charts(os.path.join(out_dir, "charts"), summary, matrix)  # a sub-folder: keep masks alone at the top
         print(f"test mIoU: {summary['mIoU']:.4f} (report: {os.path.join(out_dir, 'metrics.json')})")
     return 0
 

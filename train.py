@@ -47,6 +47,17 @@ def parse_args(argv=None):
     p.add_argument("--metrics", default=DEFAULT_METRICS, help="comma-separated metric names")
     p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1),
                    help="threads decoding batches")
+    p.add_argument("--augment", type=str2bool, default=False,
+                   help="online augmentation: random scale, crop, flip, rotation, colour jitter (true/false)")
+    # === Model options (only for the models that take them) ===
+    p.add_argument("--backbone", default=None, help="pspnet: vanilla|mobilenet|resnet50; deeplab_v3+: mobilenet|xception")
+    p.add_argument("--downsample_factor", type=int, default=None, help="deeplab_v3+: output stride 8 or 16")
+    p.add_argument("--aux_branch", type=str2bool, default=None, help="pspnet: train an auxiliary head too")
+    p.add_argument("--aux_weight", type=float, default=0.4, help="loss weight of the auxiliary head (PSPNet: 0.4)")
+    p.add_argument("--per_class_metrics", type=str2bool, default=True,
+                   help="also log every metric per class (<metric>/<class> columns)")
+    from losses import add_loss_arguments
+    add_loss_arguments(p)
     return p.parse_args(argv)
 
 
@@ -117,10 +128,12 @@ def main(argv=None):
 
     import keras
 
-    from data import Preprocessing, SegmentationDataset, find_split, read_class_names, scan_pairs
-    from losses import get_loss
-    from metrics import get_metrics
-    from Models import build_model, get_builder
+    from data import Preprocessing, SegmentationDataset, read_class_names
+    from losses import get_loss, loss_options
+    from metrics import get_metrics, parse_metric_names
+    from tools.verify_dataset import verify
+    from utils.augment import build_augmenter
+    from Models import build_model, check_options, get_builder
     from utils.callbacks import RunCheckpoint
     from utils.optimizers import check_name, get_optimizer
     from utils.run import write_json_atomic
@@ -129,33 +142,40 @@ def main(argv=None):
     builder = get_builder(args.model_name)
     builder.size_rule.check(args.model_name, args.input_height, args.input_width)
     check_name(args.optimizer_name)
-    metric_names = [n.strip() for n in args.metrics.split(",") if n.strip()]
+    options = {k: getattr(args, k) for k in ("backbone", "downsample_factor", "aux_branch")
+               if getattr(args, k) is not None}
+    check_options(args.model_name, options)
+    metric_names = parse_metric_names(args.metrics)
     if "iou_score" not in metric_names:
         metric_names.append("iou_score")  # the checkpoint criterion
     if not args.n_classes <= args.ignore_label <= 255:
         raise UserError(f"--ignore_label {args.ignore_label} must be in {args.n_classes}..255 "
                         f"(above the class ids of --n_classes {args.n_classes})")
-    loss = get_loss(args.loss, args.n_classes, args.ignore_label)
-    metrics = get_metrics(metric_names, args.n_classes, args.ignore_label)
+    get_loss(args.loss, args.n_classes, args.ignore_label, **loss_options(args))  # checks names and options
+    class_names = read_class_names(args.data_root, args.dataset_name, args.n_classes)
+    metrics = get_metrics(metric_names, args.n_classes, args.ignore_label, per_class=args.per_class_metrics,
+                          class_names=class_names)
 
-    # === Data ===
-    train_pairs = find_split(args.data_root, args.dataset_name, "train")
-    if train_pairs is None:
-        raise UserError(f"{os.path.join(args.data_root, args.dataset_name)}: no train_image/ and train_label/ "
-                        "folders (see --data_root and --dataset_name)")
+    # === Data: the cheap checks of tools/verify_dataset.py stop a bad data set before any training ===
+    report = verify(args.data_root, args.dataset_name, args.n_classes, args.ignore_label, cheap=True)
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    if not report.ok:
+        more = f" (and {len(report.errors) - 1} more: run tools/verify_dataset.py)" if len(report.errors) > 1 else ""
+        raise UserError(report.errors[0] + more)
+    train_pairs = report.splits["train"].pairs
     val_pairs, val_split = None, None
     if args.validate:
-        for split in ("val", "test"):
-            val_pairs = find_split(args.data_root, args.dataset_name, split)
-            if val_pairs is not None:
-                val_split = split
-                break
-        if val_pairs is None:
+        val_split = next((s for s in ("val", "test") if s in report.splits), None)
+        if val_split is None:
             raise UserError(f"--validate true but {os.path.join(args.data_root, args.dataset_name)} has no "
                             "val_image/val_label or test_image/test_label folders; pass --validate false")
-    counts = scan_pairs(train_pairs, args.n_classes, args.ignore_label)
-    if val_pairs:
-        scan_pairs(val_pairs, args.n_classes, args.ignore_label)
+        val_pairs = report.splits[val_split].pairs
+    counts = report.splits["train"].class_counts
+    loss_opts = loss_options(args, counts)  # --class_weights auto: median frequency of these counts
+    loss = get_loss(args.loss, args.n_classes, args.ignore_label, **loss_opts)
+    if loss_opts.get("class_weights"):
+        print("class weights: " + ", ".join(f"{w:.3f}" for w in loss_opts["class_weights"]))
     shares = counts[:args.n_classes] / max(1, counts[:args.n_classes].sum())
     print(f"train: {len(train_pairs)} pairs; class pixel shares: "
           + ", ".join(f"{i}={s:.3f}" for i, s in enumerate(shares)))
@@ -164,10 +184,8 @@ def main(argv=None):
         print(f"validation: {len(val_pairs)} pairs from {val_split}_image/{note}")
 
     prep = Preprocessing(args.input_height, args.input_width, args.image_init, args.resize_op, args.ignore_label)
-    train_data = SegmentationDataset(train_pairs, args.train_batch_size, prep, args.n_classes, shuffle=True,
-                                     seed=args.seed, workers=args.workers, start_epoch=completed)
-    val_data = (SegmentationDataset(val_pairs, args.val_batch_size, prep, args.n_classes, shuffle=False,
-                                    workers=args.workers) if val_pairs else None)
+    augmenter = (build_augmenter(args.input_height, args.input_width, args.ignore_label,
+                                 keep_aspect=args.resize_op == 2) if args.augment else None)
 
     # === Model ===
     keras.utils.set_random_seed(args.seed + completed)
@@ -175,8 +193,19 @@ def main(argv=None):
         print(f"resuming from {checkpoint} after epoch {completed}")
         model = keras.models.load_model(checkpoint, safe_mode=True)
     else:
-        model = build_model(args.model_name, args.n_classes, args.input_height, args.input_width)
-        model.compile(optimizer=get_optimizer(args.optimizer_name, args.lr), loss=loss, metrics=metrics)
+        model = build_model(args.model_name, args.n_classes, args.input_height, args.input_width, **options)
+        if len(model.outputs) == 1:
+            model.compile(optimizer=get_optimizer(args.optimizer_name, args.lr), loss=loss, metrics=metrics)
+        else:  # main head first, then auxiliary heads: one loss each, metrics on the main head only
+            aux = len(model.outputs) - 1
+            model.compile(optimizer=get_optimizer(args.optimizer_name, args.lr), loss=[loss] * (aux + 1),
+                          loss_weights=[1.0] + [args.aux_weight] * aux, metrics=[metrics] + [[]] * aux)
+    copies = len(model.outputs)
+    train_data = SegmentationDataset(train_pairs, args.train_batch_size, prep, args.n_classes, shuffle=True,
+                                     seed=args.seed, augmenter=augmenter, workers=args.workers,
+                                     start_epoch=completed, label_copies=copies)
+    val_data = (SegmentationDataset(val_pairs, args.val_batch_size, prep, args.n_classes, shuffle=False,
+                                    workers=args.workers, label_copies=copies) if val_pairs else None)
     print(f"{args.model_name}: {model.count_params():,} parameters, input {args.input_height}x{args.input_width}, "
           f"{args.n_classes} classes, loss {args.loss}, optimizer {args.optimizer_name} "
           f"(lr {float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)):g})")
@@ -184,10 +213,13 @@ def main(argv=None):
     # === Run folder ===
     os.makedirs(run_dir, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k != "resume"}
-    config.update(class_names=read_class_names(args.data_root, args.dataset_name, args.n_classes),
+    config.update(class_names=class_names, loss_options=loss_opts, model_options=options,
+                  augment_config=augmenter.config() if augmenter else None,
                   keras_version=keras.__version__, backend=keras.backend.backend())
     write_json_atomic(os.path.join(run_dir, "config.json"), config)
-    monitor = "val_iou_score" if val_data else "iou_score"
+    # With auxiliary heads Keras prefixes the main head's metrics with its output name.
+    score = "iou_score" if copies == 1 else f"{model.output_names[0]}_iou_score"
+    monitor = f"val_{score}" if val_data else score
     log_path = os.path.join(run_dir, "log.csv")
     trim_log(log_path, completed)
     callbacks = [

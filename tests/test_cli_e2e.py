@@ -108,7 +108,7 @@ def test_resume_continues_epoch_count_and_log(trained_run, tmp_path):
     (["--input_height", 40], ["unet needs height and width multiples of 16", "--input_height 40", "32 or 48"]),
     (["--loss", "nope"], ["--loss 'nope' is unknown", "ce"]),
     (["--optimizer_name", "nope"], ["--optimizer_name 'nope' is unknown", "adadelta"]),
-    (["--dataset_name", "missing"], ["missing: no train_image/"]),
+    (["--dataset_name", "missing"], ["missing: data set folder not found"]),
     (["--ignore_label", 1], ["--ignore_label 1 must be in 2..255"]),
 ])
 def test_train_bad_flags_give_one_line_errors(tmp_path, args, fragments):
