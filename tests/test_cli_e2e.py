@@ -123,9 +123,15 @@ def test_train_bad_flags_give_one_line_errors(tmp_path, args, fragments):
 def test_train_bad_data_gives_one_line_errors(tmp_path):
     root = str(tmp_path)
     base = write_dataset(root, n_train=2, n_test=1)
-    cv2.imwrite(os.path.join(base, "train_label", "train1.png"), np.full((40, 48), 255, np.uint8))
-    assert_one_line_error(run("train.py", *train_args(root, str(tmp_path / "w"), "--ignore_label", 254)),
-                          "train1.png", "0/255 mask")
+    # A 0/255 mask set under the default --ignore_label 255 would silently ignore every object pixel.
+    for name in ("train0.png", "train1.png"):
+        path = os.path.join(base, "train_label", name)
+        cv2.imwrite(path, cv2.imread(path, cv2.IMREAD_UNCHANGED) * 255)
+    assert_one_line_error(run("train.py", *train_args(root, str(tmp_path / "w"))), "0/255 mask set", "train0.png")
+    cv2.imwrite(os.path.join(base, "train_label", "train1.png"), np.full((40, 48), 7, np.uint8))
+    assert_one_line_error(run("train.py", *train_args(root, str(tmp_path / "w"))), "train1.png", "[7]",
+                          "outside 0..1")
+    cv2.imwrite(os.path.join(base, "train_label", "train0.png"), np.zeros((40, 48), np.uint8))
     os.remove(os.path.join(base, "train_label", "train1.png"))
     assert_one_line_error(run("train.py", *train_args(root, str(tmp_path / "w"))), "unpaired files", "train1")
 
