@@ -133,7 +133,7 @@ def test_train_bad_data_gives_one_line_errors(tmp_path):
                           "outside 0..1")
     cv2.imwrite(os.path.join(base, "train_label", "train0.png"), np.zeros((40, 48), np.uint8))
     os.remove(os.path.join(base, "train_label", "train1.png"))
-    assert_one_line_error(run("train.py", *train_args(root, str(tmp_path / "w"))), "unpaired files", "train1")
+    assert_one_line_error(run("train.py", *train_args(root, str(tmp_path / "w"))), "train1.png: no label")
 
 
 def test_test_py_bad_input_gives_one_line_errors(trained_run, tmp_path):
