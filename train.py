@@ -140,11 +140,14 @@ def main(argv=None):
 
     # Check every name and size before touching data or building anything.
     builder = get_builder(args.model_name)
-    builder.size_rule.check(args.model_name, args.input_height, args.input_width)
     check_name(args.optimizer_name)
     options = {k: getattr(args, k) for k in ("backbone", "downsample_factor", "aux_branch")
                if getattr(args, k) is not None}
     check_options(args.model_name, options)
+    # Some models' size rule depends on their options (deeplab_v3+'s output stride).
+    rule_for = getattr(builder, "size_rule_for", None)
+    (rule_for(**options) if rule_for else builder.size_rule).check(args.model_name, args.input_height,
+                                                                   args.input_width)
     metric_names = parse_metric_names(args.metrics)
     if "iou_score" not in metric_names:
         metric_names.append("iou_score")  # the checkpoint criterion

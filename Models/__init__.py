@@ -6,8 +6,11 @@ returns a Keras model from (B, H, W, 3) images to (B, H, W, n_classes) float32
 softmax probabilities. Adding a model: its own file plus one line here.
 """
 from Models.attunet import attunet
+from Models.deeplab_v2 import deeplab_v2
+from Models.deeplab_v3_plus import deeplab_v3_plus
 from Models.enet import enet
 from Models.fcn8 import fcn8
+from Models.hrnet import hrnet
 from Models.icnet import icnet
 from Models.mobilenet import mobilenet_fcn8, mobilenet_unet
 from Models.nested_unet import nested_unet
@@ -18,6 +21,8 @@ from Models.scseunet import scseunet
 from Models.segnet import segnet
 from Models.seunet import seunet
 from Models.unet import unet
+from Models.unet_xception_resnetblock import unet_xception_resnetblock
+from Models.vggunet import vggunet
 from utils.errors import UserError
 
 MODELS = {
@@ -35,6 +40,11 @@ MODELS = {
     "pspnet": pspnet,
     "mobilenet_unet": mobilenet_unet,
     "mobilenet_fcn8": mobilenet_fcn8,
+    "vggunet": vggunet,
+    "unet_xception_resnetblock": unet_xception_resnetblock,
+    "deeplab_v2": deeplab_v2,
+    "hrnet": hrnet,
+    "deeplab_v3+": deeplab_v3_plus,
 }
 
 

@@ -1,0 +1,52 @@
+"""VGG-UNet: a VGG16 encoder (Simonyan & Zisserman, 2015) with batch norm and a UNet decoder.
+
+As in the seed, the decoder starts from block 5 (stride 16, the last pooling
+is unused) and climbs back through blocks 4..1 with a 2x2 transposed conv
+(BN + ReLU), concatenation with the block's output and two 3x3 convs.
+The encoder convs keep `keras.applications.VGG16`'s names (`block1_conv1`..
+`block5_conv3`) and biases, so ImageNet VGG16 weights can be loaded by name.
+"""
+import keras
+from keras import layers
+
+from Models.common import conv_bn_relu, image_input, segmentation_head, size_rule
+
+# (filters, convs) of VGG16's five blocks.
+VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+
+def vgg16_bn_encoder(inputs):
+    """The outputs of VGG16's five conv blocks (strides 1, 2, 4, 8, 16), each conv followed by BN + ReLU."""
+    x, outputs = inputs, []
+    for block, (filters, convs) in enumerate(VGG16_BLOCKS, start=1):
+        if block > 1:
+            x = layers.MaxPooling2D(2, name=f"block{block - 1}_pool")(x)
+        for i in range(1, convs + 1):
+            name = f"block{block}_conv{i}"
+            x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=name)(x)
+            x = layers.BatchNormalization(momentum=0.9, name=name + "_bn")(x)
+            x = layers.Activation("relu", name=name + "_relu")(x)
+        outputs.append(x)
+    return outputs
+
+
+@size_rule(multiple=16)
+def vggunet(n_classes, input_height, input_width):
+    """VGG16-BN encoder + UNet decoder. Input size: height and width multiples of 16 (4 poolings).
+
+    Returns a model mapping (B, H, W, 3) images to (B, H, W, n_classes)
+    float32 softmax probabilities.
+    """
+    inputs = image_input(input_height, input_width)
+    blocks = vgg16_bn_encoder(inputs)
+    x = blocks[-1]
+    for level in range(4, 0, -1):
+        filters = VGG16_BLOCKS[level - 1][0]
+        name = f"up{5 - level}"
+        x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=name + "_deconv")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=name + "_deconv_bn")(x)
+        x = layers.Activation("relu", name=name + "_deconv_relu")(x)
+        x = layers.Concatenate(name=name + "_concat")([x, blocks[level - 1]])
+        x = conv_bn_relu(x, filters, name=name + "_conv1")
+        x = conv_bn_relu(x, filters, name=name + "_conv2")
+    return keras.Model(inputs, segmentation_head(x, n_classes), name="vggunet")
