@@ -200,16 +200,13 @@ class SegmentationDataset(keras.utils.PyDataset):
 def read_class_names(data_root, dataset_name, n_classes):
     """Class names from `<data_root>/<dataset_name>/classes.txt` (line = index), else class_0..."""
     path = os.path.join(data_root, dataset_name, "classes.txt")
-    return load_class_names(path, n_classes) if os.path.isfile(path) else default_class_names(n_classes)
+    if not os.path.isfile(path):
+        return default_class_names(n_classes)
+    with open(path, encoding="utf-8") as handle:
+        names = [line.strip() for line in handle if line.strip()]
+    return (names + default_class_names(n_classes)[len(names):])[:n_classes]
 
 
 def default_class_names(n_classes):
     return [f"class_{i}" for i in range(n_classes)]
 
-
-def load_class_names(path, n_classes):
-    with open(path, encoding="utf-8") as handle:
-        names = [line.strip() for line in handle if line.strip()]
-    if len(names) < n_classes:
-        names += default_class_names(n_classes)[len(names):]
-    return names[:n_classes]

@@ -77,8 +77,9 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from data import Preprocessing, default_class_names, load_class_names, pair_files
-    from metrics.evaluation import confusion_matrix, format_table, summarize, write_charts, write_report
+    from data import Preprocessing, default_class_names, pair_files
+    from metrics.evaluation import (confusion_matrix, format_table, read_class_names_file, summarize, write_charts,
+                                    write_report)
     from utils.paths import new_output_dir
     from utils.image import (IMAGE_EXTS, check_label_values, list_files, read_image, read_label,
                              restore_probabilities, voc_palette, write_png)
@@ -92,7 +93,7 @@ def main(argv=None):
         if not pairs:
             raise UserError(f"--test_images {args.test_images}: no images ({', '.join(IMAGE_EXTS)}) found")
     if args.class_names:
-        names = load_class_names(args.class_names, args.classes)
+        names = read_class_names_file(args.class_names, args.classes)
     else:
         names = config.get("class_names") or default_class_names(args.classes)
 

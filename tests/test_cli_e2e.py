@@ -143,3 +143,18 @@ def test_test_py_bad_input_gives_one_line_errors(trained_run, tmp_path):
                               "--output_path", tmp_path / "o"), "takes 32x32 inputs")
     assert_one_line_error(run("test.py", "--weights_path", run_dir, "--test_images", tmp_path / "none",
                               "--output_path", tmp_path / "o2"), "folder not found")
+    names = tmp_path / "names.txt"
+    names.write_text("background\npart\nextra\n")
+    assert_one_line_error(run("test.py", "--weights_path", run_dir, "--class_names", names,
+                              "--output_path", tmp_path / "o3"), "3 names for 2 classes")
+
+
+def test_test_py_class_names_file(trained_run, tmp_path):
+    _, _, run_dir, _ = trained_run
+    names = tmp_path / "names.txt"
+    names.write_text("background\npart\n")
+    result = run("test.py", "--weights_path", run_dir, "--mIOU", "true", "--class_names", names,
+                 "--output_path", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    metrics = json.load(open(tmp_path / "out" / "metrics.json"))
+    assert [c["name"] for c in metrics["per_class"]] == ["background", "part"]
