@@ -1,0 +1,31 @@
+"""tools/model_summary.py: multiply-adds per op type against hand-computed counts."""
+import keras
+import pytest
+from keras import layers
+
+from tools.model_summary import forward_macs, legal_size
+
+
+def single_layer_model(layer, height=16, width=12):
+    inputs = keras.Input((height, width, 3))
+    return keras.Model(inputs, layer(inputs))
+
+
+@pytest.mark.parametrize("layer, expected", [
+    (layers.Conv2D(8, 3, padding="same"), 16 * 12 * 8 * 3 * 3 * 3),           # out pixels x Cout x k*k*Cin
+    (layers.Conv2D(8, 3, strides=2, padding="same"), 8 * 6 * 8 * 27),
+    (layers.Conv2D(8, 3, padding="same", dilation_rate=2), 16 * 12 * 8 * 27),  # dilation adds no work
+    (layers.DepthwiseConv2D(3, padding="same"), 16 * 12 * 3 * 9),             # out values x k*k
+    (layers.Conv2DTranspose(5, 2, strides=2), 16 * 12 * 3 * 2 * 2 * 5),       # in values x k*k*Cout
+    (layers.Dense(7), 16 * 12 * 3 * 7),
+    (layers.BatchNormalization(), 0),                                         # element-wise: not counted
+])
+def test_forward_macs_per_op(layer, expected):
+    assert forward_macs(single_layer_model(layer), 16, 12) == expected
+
+
+def test_legal_size_rounds_up_to_the_rule():
+    from Models import MODELS
+    assert legal_size(MODELS["unet"], 224, 230) == (224, 240)
+    assert legal_size(MODELS["icnet"], 128, 128) == (192, 192)
+    assert legal_size(MODELS["deeplab_v3+"], 200, 200, {"downsample_factor": 16}) == (208, 208)
