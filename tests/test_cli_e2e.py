@@ -106,6 +106,9 @@ def test_resume_continues_epoch_count_and_log(trained_run, tmp_path):
 @pytest.mark.parametrize("args, fragments", [
     (["--model_name", "nope"], ["--model_name 'nope' is unknown", "unet"]),
     (["--input_height", 40], ["unet needs height and width multiples of 16", "--input_height 40", "32 or 48"]),
+    (["--model_name", "deeplab_v3+", "--input_height", 40],
+     ["deeplab_v3+ needs height and width multiples of 16", "--input_height 40 (nearest legal: 32 or 48)"]),
+    (["--model_name", "unet", "--backbone", "resnet50"], ["--backbone is not an option of --model_name unet"]),
     (["--loss", "nope"], ["--loss 'nope' is unknown", "ce"]),
     (["--optimizer_name", "nope"], ["--optimizer_name 'nope' is unknown", "adadelta"]),
     (["--dataset_name", "missing"], ["missing: data set folder not found"]),
