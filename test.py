@@ -31,7 +31,9 @@ def parse_args(argv=None):
                    help="folder of images (default: the run's data set test_image/, else data/test/)")
     p.add_argument("--output_path", default="data/output/", help="output folder (a new one if it is not empty)")
     p.add_argument("--model_name", default=None)
-    p.add_argument("--weights_path", required=True, help="a .keras checkpoint or a train.py run folder")
+    p.add_argument("--weights_path", required=True,
+                   help="a .keras checkpoint, a train.py run folder, or an export of tools/export.py "
+                        "(.onnx, .tflite, SavedModel folder)")
     p.add_argument("--input_height", type=positive_int, default=None)
     p.add_argument("--input_width", type=positive_int, default=None)
     p.add_argument("--resize_op", type=int, choices=(1, 2), default=None)
@@ -50,12 +52,20 @@ def parse_args(argv=None):
 
 def resolve_settings(args):
     """Fill unset flags from the run config beside the checkpoint, else the seed's defaults."""
-    from utils.run import best_checkpoint, find_run_config
+    from utils.inference import model_format, sidecar_path
+    from utils.run import best_checkpoint, find_run_config, read_json
     if not os.path.exists(args.weights_path):
         raise UserError(f"--weights_path {args.weights_path}: no such file or folder")
-    config = find_run_config(args.weights_path) or {}
-    if os.path.isdir(args.weights_path):
-        args.weights_path = best_checkpoint(args.weights_path)
+    is_run_dir = os.path.isdir(args.weights_path) and not os.path.isfile(
+        os.path.join(args.weights_path, "saved_model.pb"))
+    if is_run_dir or model_format(args.weights_path) == "keras":
+        config = find_run_config(args.weights_path) or {}
+        if is_run_dir:
+            args.weights_path = best_checkpoint(args.weights_path)
+    else:  # an export from tools/export.py: its settings file sits beside it
+        settings = sidecar_path(args.weights_path)
+        config = read_json(settings, "export settings (written by tools/export.py)") \
+            if os.path.isfile(settings) else {}
     for flag, key in FROM_CONFIG.items():
         if getattr(args, flag) is None:
             setattr(args, flag, config.get(key, DEFAULTS[flag]))
@@ -74,12 +84,12 @@ def main(argv=None):
     config = resolve_settings(args)
 
     import cv2
-    import keras
     import numpy as np
 
     from data import Preprocessing, default_class_names, pair_files
     from metrics.evaluation import (confusion_matrix, format_table, read_class_names_file, summarize, write_charts,
                                     write_report)
+    from utils.inference import load_predictor
     from utils.paths import new_output_dir
     from utils.image import (IMAGE_EXTS, check_label_values, list_files, read_image, read_label,
                              restore_probabilities, voc_palette, write_png)
@@ -97,16 +107,14 @@ def main(argv=None):
     else:
         names = config.get("class_names") or default_class_names(args.classes)
 
-    import Models  # noqa: F401  registers the models' custom layers before loading
-    model = keras.models.load_model(args.weights_path, compile=False, safe_mode=True)
-    if len(model.outputs) > 1:  # a model trained with auxiliary heads: predict with the main head
-        model = keras.Model(model.inputs, model.outputs[0], name=model.name)
+    # A .keras checkpoint, or an export (ONNX, SavedModel, TFLite) run by its own runtime.
+    predict = load_predictor(args.weights_path)
     expected = (args.input_height, args.input_width)
-    if tuple(model.input_shape[1:3]) != expected:
-        raise UserError(f"{args.weights_path} takes {model.input_shape[1]}x{model.input_shape[2]} inputs, "
+    if predict.input_size != expected:
+        raise UserError(f"{args.weights_path} takes {predict.input_size[0]}x{predict.input_size[1]} inputs, "
                         f"but --input_height/--input_width say {expected[0]}x{expected[1]}")
-    if model.output_shape[-1] != args.classes:
-        raise UserError(f"{args.weights_path} predicts {model.output_shape[-1]} classes, --classes says {args.classes}")
+    if predict.n_classes != args.classes:
+        raise UserError(f"{args.weights_path} predicts {predict.n_classes} classes, --classes says {args.classes}")
 
     prep = Preprocessing(args.input_height, args.input_width, args.image_init, args.resize_op, args.ignore_label)
     out_dir = new_output_dir(args.output_path)
@@ -118,7 +126,7 @@ def main(argv=None):
     for start in range(0, len(pairs), args.batch_size):
         batch = pairs[start:start + args.batch_size]
         images = [read_image(image_path) for image_path, _ in batch]
-        probs = model.predict(np.stack([prep.image(img) for img in images]), verbose=0)
+        probs = predict(np.stack([prep.image(img) for img in images]))
         for (image_path, label_path), image, prob in zip(batch, images, probs):
             height, width = image.shape[:2]
             mask = restore_probabilities(prob, height, width, args.resize_op).argmax(-1).astype(np.uint8)

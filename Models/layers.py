@@ -104,7 +104,10 @@ class MaxUnpool2D(layers.Layer):
         h, w = height // 2, width // 2
         windows = ops.reshape(reference, (-1, h, 2, w, 2, channels))
         windows = ops.reshape(ops.transpose(windows, (0, 1, 3, 5, 2, 4)), (-1, h, w, channels, 4))
-        where = ops.one_hot(ops.argmax(windows, axis=-1), 4, dtype=values.dtype)
+        # One-hot of the first maximum, without argmax: Keras' TensorFlow argmax bit-casts floats (to
+        # order -0.0 before 0.0), ops that ONNX converters cannot translate.
+        is_max = ops.cast(windows >= ops.max(windows, axis=-1, keepdims=True), values.dtype)
+        where = is_max * ops.cast(ops.equal(ops.cumsum(is_max, axis=-1), 1), values.dtype)
         outputs = ops.reshape(where * ops.expand_dims(values, -1), (-1, h, w, channels, 2, 2))
         outputs = ops.transpose(outputs, (0, 1, 4, 2, 5, 3))
         return ops.reshape(outputs, (-1, height, width, channels))

@@ -1,0 +1,106 @@
+"""tools/export.py: ONNX, SavedModel and TFLite exports equal the Keras model; test.py serves the ONNX file."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_dataset
+from test_cli_e2e import assert_one_line_error, run, train_args
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("data"))
+    write_dataset(root, n_train=4, n_test=3)
+    save = str(tmp_path_factory.mktemp("weights"))
+    result = run("train.py", *train_args(root, save, "--epochs", 1))
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = os.path.join(save, "exp1", "unet")
+    with open(os.path.join(run_dir, "state.json")) as handle:
+        return os.path.join(run_dir, json.load(handle)["best_checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def onnx_export(checkpoint, tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("onnx") / "model.onnx")
+    result = run("tools/export.py", "--weights_path", checkpoint, "--format", "onnx", "--output", output)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "parity: max |onnx - keras|" in result.stdout
+    return output
+
+
+def keras_probabilities(checkpoint, batch):
+    from utils.inference import load_keras_model
+    return np.asarray(load_keras_model(checkpoint).predict(batch, verbose=0))
+
+
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("savedmodel", "_savedmodel"), ("tflite", ".tflite")])
+def test_export_passes_parity_and_writes_settings(checkpoint, onnx_export, tmp_path, fmt, suffix):
+    if fmt == "onnx":
+        output = onnx_export
+    else:
+        output = str(tmp_path / f"model{suffix}")
+        result = run("tools/export.py", "--weights_path", checkpoint, "--format", fmt, "--output", output)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"parity: max |{fmt} - keras|" in result.stdout
+    with open(output + ".json") as handle:
+        meta = json.load(handle)
+    assert meta["format"] == fmt and meta["max_abs_diff"] <= 1e-4
+    assert (meta["input_height"], meta["input_width"], meta["n_classes"]) == (32, 32, 2)
+    assert meta["image_init"] == "divide" and meta["channel_order"] == "BGR"
+    assert meta["input_shape"] == [None, 32, 32, 3] and meta["input_name"] and meta["output_name"]
+
+
+def test_onnx_runs_in_onnxruntime_with_any_batch_size(checkpoint, onnx_export):
+    """Checked with onnxruntime directly (not the toolkit's runner), at a batch size the export never saw."""
+    import onnxruntime as ort
+    output = onnx_export
+    with open(output + ".json") as handle:
+        input_name = json.load(handle)["input_name"]
+    batch = np.random.default_rng(1).random((5, 32, 32, 3), dtype=np.float32)
+    session = ort.InferenceSession(output, providers=["CPUExecutionProvider"])
+    (probs,) = session.run(None, {input_name: batch})
+    assert probs.shape == (5, 32, 32, 2)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs, keras_probabilities(checkpoint, batch), atol=1e-4)
+
+
+def test_test_py_with_onnx_gives_the_keras_masks(checkpoint, onnx_export, tmp_path):
+    onnx_path = onnx_export
+    masks = {}
+    for weights in (checkpoint, onnx_path):
+        out = str(tmp_path / os.path.basename(weights).replace(".", "_"))
+        result = run("test.py", "--weights_path", weights, "--output_path", out, "--mIOU", "true")
+        assert result.returncode == 0, result.stdout + result.stderr
+        masks[weights] = {name: np.array(Image.open(os.path.join(out, name)))
+                          for name in sorted(os.listdir(out)) if name.endswith(".png")}
+    keras_masks, onnx_masks = masks[checkpoint], masks[onnx_path]
+    assert len(keras_masks) == 3 and keras_masks.keys() == onnx_masks.keys()
+    for name in keras_masks:
+        np.testing.assert_array_equal(onnx_masks[name], keras_masks[name], err_msg=name)
+
+
+def test_failed_parity_exits_1_and_leaves_nothing(checkpoint, tmp_path):
+    output = str(tmp_path / "model.onnx")
+    # onnxruntime's float arithmetic differs from TensorFlow's in the last bits, so 1e-12 cannot pass.
+    result = run("tools/export.py", "--weights_path", checkpoint, "--format", "onnx", "--output", output,
+                 "--atol", "1e-12")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "parity check failed" in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_bad_input_gives_one_line_errors(checkpoint, tmp_path):
+    existing = tmp_path / "taken.onnx"
+    existing.write_bytes(b"user data")
+    assert_one_line_error(run("tools/export.py", "--weights_path", checkpoint, "--format", "onnx",
+                              "--output", str(existing)), "taken.onnx", "already exists")
+    assert existing.read_bytes() == b"user data"
+    assert_one_line_error(run("tools/export.py", "--weights_path", checkpoint, "--format", "tflite",
+                              "--output", str(tmp_path / "m.onnx")), "must end with .tflite")
+    assert_one_line_error(run("tools/export.py", "--weights_path", str(tmp_path / "missing.keras"),
+                              "--format", "onnx"), "missing.keras", "no such file")

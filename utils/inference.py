@@ -1,0 +1,138 @@
+"""Run a segmentation model from any of its saved forms behind one call.
+
+`load_predictor(path)` accepts a Keras checkpoint (`.keras`), an ONNX file
+(`.onnx`), a SavedModel folder or a TFLite file (`.tflite`) and returns a
+`Predictor`: `predictor(batch)` maps a float32 `(B, H, W, 3)` batch, already
+preprocessed, to `(B, H, W, n_classes)` float32 probabilities. test.py,
+tools/export.py (its parity check) and tools/benchmark_inference.py share it,
+so an exported model is judged by exactly the code that serves it.
+
+An exported model carries its settings in `<path>.json` (written by
+tools/export.py): the run configuration plus the input/output names.
+"""
+import os
+import warnings
+
+import numpy as np
+
+from utils.errors import UserError
+
+SIDECAR_SUFFIX = ".json"
+
+
+def model_format(path):
+    """'keras', 'onnx', 'savedmodel' or 'tflite', from the path alone."""
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            return "savedmodel"
+        raise UserError(f"{path}: a folder that is neither a train.py run nor a SavedModel (no saved_model.pb)")
+    extension = os.path.splitext(path)[1].lower()
+    formats = {".keras": "keras", ".onnx": "onnx", ".tflite": "tflite"}
+    if extension not in formats:
+        raise UserError(f"{path}: unknown model file type {extension!r}; expected .keras, .onnx, .tflite "
+                        "or a SavedModel folder")
+    return formats[extension]
+
+
+def sidecar_path(model_path):
+    return os.path.normpath(model_path) + SIDECAR_SUFFIX
+
+
+class Predictor:
+    """A loaded model: `input_size` (H, W), `n_classes`, and `__call__(batch) -> probabilities`."""
+
+    def __init__(self, run, input_size, n_classes, fmt):
+        self._run = run
+        self.input_size = tuple(int(v) for v in input_size)
+        self.n_classes = int(n_classes)
+        self.format = fmt
+
+    def __call__(self, batch):
+        return np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+
+
+# === Keras ===
+
+def load_keras_model(path):
+    """The checkpoint's model with its main output only (auxiliary training heads dropped)."""
+    import keras
+
+    import Models  # noqa: F401  registers the models' custom layers before loading
+    model = keras.models.load_model(path, compile=False, safe_mode=True)
+    if len(model.outputs) > 1:
+        model = keras.Model(model.inputs, model.outputs[0], name=model.name)
+    return model
+
+
+def keras_predictor(model):
+    def run(batch):
+        # `predict_on_batch` skips predict()'s per-call data-adapter setup: faster for one batch.
+        return model.predict_on_batch(batch)
+    return Predictor(run, model.input_shape[1:3], model.output_shape[-1], "keras")
+
+
+# === Exported formats ===
+
+def onnx_predictor(path, threads=None):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    input_meta, output_meta = session.get_inputs()[0], session.get_outputs()[0]
+
+    def run(batch):
+        return session.run([output_meta.name], {input_meta.name: batch})[0]
+    return Predictor(run, input_meta.shape[1:3], output_meta.shape[-1], "onnx")
+
+
+def savedmodel_predictor(path):
+    import tensorflow as tf
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["serving_default"]
+    (input_spec,) = signature.structured_input_signature[1].values()
+    (output_name,) = signature.structured_outputs.keys()
+    output_spec = signature.structured_outputs[output_name]
+
+    def run(batch):
+        return loaded.serve(tf.constant(batch)).numpy()
+    return Predictor(run, input_spec.shape[1:3], output_spec.shape[-1], "savedmodel")
+
+
+def _tflite_interpreter(path):
+    try:  # LiteRT is tf.lite's successor; use it when installed
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+        return Interpreter(model_path=path)
+
+
+def tflite_predictor(path):
+    interpreter = _tflite_interpreter(path)
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    allocated = [None]
+
+    def run(batch):
+        if allocated[0] != batch.shape:  # the batch dimension is dynamic: resize once per new batch size
+            interpreter.resize_tensor_input(input_detail["index"], batch.shape)
+            interpreter.allocate_tensors()
+            allocated[0] = batch.shape
+        interpreter.set_tensor(input_detail["index"], batch)
+        interpreter.invoke()
+        return interpreter.get_tensor(output_detail["index"]).copy()
+    return Predictor(run, input_detail["shape"][1:3], output_detail["shape"][-1], "tflite")
+
+
+def load_predictor(path, threads=None):
+    fmt = model_format(path)
+    if fmt == "keras":
+        return keras_predictor(load_keras_model(path))
+    if fmt == "onnx":
+        return onnx_predictor(path, threads)
+    if fmt == "savedmodel":
+        return savedmodel_predictor(path)
+    return tflite_predictor(path)
