@@ -56,6 +56,23 @@ def parse_args(argv=None):
     p.add_argument("--aux_weight", type=float, default=0.4, help="loss weight of the auxiliary head (PSPNet: 0.4)")
     p.add_argument("--per_class_metrics", type=str2bool, default=True,
                    help="also log every metric per class (<metric>/<class> columns)")
+    # === Scale, precision, schedules, fine-tuning ===
+    p.add_argument("--mixed_precision", type=str2bool, default=False,
+                   help="float16 (GPU) / bfloat16 (CPU) compute, float32 weights and softmax")
+    p.add_argument("--jit_compile", type=str2bool, default=False, help="compile the train step with XLA")
+    p.add_argument("--lr_schedule", default="constant", help="constant, step, cos, poly or plateau")
+    p.add_argument("--warmup_epochs", type=int, default=0, help="linear learning-rate warm-up epochs")
+    p.add_argument("--lr_step", type=positive_int, default=10, help="step: epochs between decays")
+    p.add_argument("--lr_gamma", type=float, default=0.1, help="step/plateau: decay factor")
+    p.add_argument("--lr_patience", type=positive_int, default=5, help="plateau: epochs without a better score")
+    p.add_argument("--early_stopping", type=int, default=0,
+                   help="stop after N epochs without a better validation mIoU (0: never)")
+    p.add_argument("--pretrained", default=None,
+                   help="a .keras model or .h5 weights file: weights loaded into the layers of the same name")
+    p.add_argument("--freeze_epochs", type=int, default=0,
+                   help="keep the --pretrained layers frozen for the first N epochs, then train everything")
+    p.add_argument("--tensorboard_images", type=int, default=4,
+                   help="validation images shown (image | truth | prediction) in TensorBoard each epoch")
     from losses import add_loss_arguments
     add_loss_arguments(p)
     return p.parse_args(argv)
@@ -90,12 +107,30 @@ def resolve_resume(args):
 
 
 def load_run_config(args, run_dir):
-    """On resume, the run's own settings win; only --epochs and --workers may change."""
+    """On resume, the run's own settings win; only --epochs, --workers and --early_stopping may change."""
     from utils.run import read_json
     saved = read_json(os.path.join(run_dir, "config.json"), "run configuration")
     for key, value in saved.items():
-        if key not in ("epochs", "workers", "resume") and hasattr(args, key):
+        if key not in ("epochs", "workers", "resume", "early_stopping") and hasattr(args, key):
             setattr(args, key, value)
+    return saved
+
+
+def check_training_flags(args):
+    from utils.training import LR_SCHEDULES
+    if args.lr_schedule not in LR_SCHEDULES:
+        raise UserError(f"--lr_schedule {args.lr_schedule!r} is unknown; valid: {', '.join(LR_SCHEDULES)}")
+    for flag in ("warmup_epochs", "early_stopping", "freeze_epochs", "tensorboard_images"):
+        if getattr(args, flag) < 0:
+            raise UserError(f"--{flag} {getattr(args, flag)}: must be >= 0")
+    if args.warmup_epochs >= args.epochs:
+        raise UserError(f"--warmup_epochs {args.warmup_epochs} must be below --epochs {args.epochs}")
+    if not 0 < args.lr_gamma <= 1:
+        raise UserError(f"--lr_gamma {args.lr_gamma}: must be in (0, 1]")
+    if args.freeze_epochs and not args.pretrained:
+        raise UserError("--freeze_epochs freezes the layers loaded by --pretrained; pass --pretrained too")
+    if args.early_stopping and not args.validate:
+        raise UserError("--early_stopping watches the validation mIoU; it needs --validate true")
 
 
 def trim_log(log_path, completed_epochs):
@@ -115,11 +150,9 @@ def trim_log(log_path, completed_epochs):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.multi_gpus:
-        raise UserError("--multi_gpus true is not implemented yet; train on one device")
     run_dir, checkpoint, state = resolve_resume(args)
-    if checkpoint:
-        load_run_config(args, run_dir)
+    saved_config = load_run_config(args, run_dir) if checkpoint else {}
+    check_training_flags(args)
     completed = state["epoch"] if state else 0
     if completed >= args.epochs:
         print(f"{run_dir}: all {args.epochs} epochs already done; best checkpoint: "
@@ -128,14 +161,17 @@ def main(argv=None):
 
     import keras
 
-    from data import Preprocessing, SegmentationDataset, read_class_names
+    import numpy as np
+
+    from data import Preprocessing, SegmentationDataset, load_pair, read_class_names
+    from utils.image import fit_image, read_image
     from losses import get_loss, loss_options
     from metrics import get_metrics, parse_metric_names
     from tools.verify_dataset import verify
     from utils.augment import build_augmenter
     from Models import build_model, check_options, get_builder
     from utils.callbacks import RunCheckpoint
-    from utils.optimizers import check_name, get_optimizer
+    from utils.optimizers import check_name, default_lr, get_optimizer
     from utils.run import write_json_atomic
 
     # Check every name and size before touching data or building anything.
@@ -190,34 +226,64 @@ def main(argv=None):
     augmenter = (build_augmenter(args.input_height, args.input_width, args.ignore_label,
                                  keep_aspect=args.resize_op == 2) if args.augment else None)
 
-    # === Model ===
+    # === Devices, precision, model ===
+    from utils.training import (EarlyStopping, LearningRateControl, load_pretrained, make_strategy,
+                                set_frozen, set_precision, synchronize_batch_norm)
+    from utils.monitoring import ValidationImages, write_curves
+    policy = set_precision(args.mixed_precision)
+    scope, replicas, devices = make_strategy(args.multi_gpus)
     keras.utils.set_random_seed(args.seed + completed)
-    if checkpoint:
-        print(f"resuming from {checkpoint} after epoch {completed}")
-        model = keras.models.load_model(checkpoint, safe_mode=True)
-    else:
-        model = build_model(args.model_name, args.n_classes, args.input_height, args.input_width, **options)
+    frozen = saved_config.get("frozen_layers", [])
+    base_lr = args.lr if args.lr is not None else default_lr(args.optimizer_name)
+
+    def compile_model(model):
+        metrics = get_metrics(metric_names, args.n_classes, args.ignore_label, per_class=args.per_class_metrics,
+                              class_names=class_names)
+        optimizer = get_optimizer(args.optimizer_name, base_lr)
         if len(model.outputs) == 1:
-            model.compile(optimizer=get_optimizer(args.optimizer_name, args.lr), loss=loss, metrics=metrics)
+            model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=args.jit_compile)
         else:  # main head first, then auxiliary heads: one loss each, metrics on the main head only
             aux = len(model.outputs) - 1
-            model.compile(optimizer=get_optimizer(args.optimizer_name, args.lr), loss=[loss] * (aux + 1),
-                          loss_weights=[1.0] + [args.aux_weight] * aux, metrics=[metrics] + [[]] * aux)
+            model.compile(optimizer=optimizer, loss=[loss] * (aux + 1), loss_weights=[1.0] + [args.aux_weight] * aux,
+                          metrics=[metrics] + [[]] * aux, jit_compile=args.jit_compile)
+
+    with scope:
+        if checkpoint:
+            print(f"resuming from {checkpoint} after epoch {completed}")
+            model = keras.models.load_model(checkpoint, safe_mode=True)
+            model.jit_compile = args.jit_compile
+        else:
+            model = build_model(args.model_name, args.n_classes, args.input_height, args.input_width, **options)
+            if args.pretrained:
+                loaded = load_pretrained(model, args.pretrained)
+                if args.freeze_epochs:
+                    frozen = loaded
+                    set_frozen(model, frozen, True)
+                    if not model.trainable_weights:
+                        raise UserError(f"--freeze_epochs: every layer came from --pretrained {args.pretrained}; "
+                                        "nothing would train")
+            if replicas > 1 and keras.backend.backend() == "tensorflow":
+                synchronize_batch_norm(model)
+            compile_model(model)
     copies = len(model.outputs)
-    train_data = SegmentationDataset(train_pairs, args.train_batch_size, prep, args.n_classes, shuffle=True,
+    global_train_batch, global_val_batch = args.train_batch_size * replicas, args.val_batch_size * replicas
+    train_data = SegmentationDataset(train_pairs, global_train_batch, prep, args.n_classes, shuffle=True,
                                      seed=args.seed, augmenter=augmenter, workers=args.workers,
                                      start_epoch=completed, label_copies=copies)
-    val_data = (SegmentationDataset(val_pairs, args.val_batch_size, prep, args.n_classes, shuffle=False,
+    val_data = (SegmentationDataset(val_pairs, global_val_batch, prep, args.n_classes, shuffle=False,
                                     workers=args.workers, label_copies=copies) if val_pairs else None)
     print(f"{args.model_name}: {model.count_params():,} parameters, input {args.input_height}x{args.input_width}, "
           f"{args.n_classes} classes, loss {args.loss}, optimizer {args.optimizer_name} "
-          f"(lr {float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)):g})")
+          f"(lr {base_lr:g}, schedule {args.lr_schedule}), precision {policy}")
+    print(f"devices: {devices}; {replicas} replica(s) x batch {args.train_batch_size} = "
+          f"global batch {global_train_batch}")
 
     # === Run folder ===
     os.makedirs(run_dir, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k != "resume"}
     config.update(class_names=class_names, loss_options=loss_opts, model_options=options,
-                  augment_config=augmenter.config() if augmenter else None,
+                  augment_config=augmenter.config() if augmenter else None, frozen_layers=frozen,
+                  replicas=replicas, precision_policy=policy,
                   keras_version=keras.__version__, backend=keras.backend.backend())
     write_json_atomic(os.path.join(run_dir, "config.json"), config)
     # With auxiliary heads Keras prefixes the main head's metrics with its output name.
@@ -225,18 +291,48 @@ def main(argv=None):
     monitor = f"val_{score}" if val_data else score
     log_path = os.path.join(run_dir, "log.csv")
     trim_log(log_path, completed)
-    callbacks = [
-        RunCheckpoint(run_dir, args.model_name, monitor, state),
-        keras.callbacks.CSVLogger(log_path, append=completed > 0),
-        keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "log")),
-    ]
+    checkpointer = RunCheckpoint(run_dir, args.model_name, monitor, state)
+    lr_control = LearningRateControl(args.lr_schedule, base_lr, args.epochs, args.warmup_epochs, args.lr_step,
+                                     args.lr_gamma, args.lr_patience, monitor, checkpointer.state)
+    extras = []
+    if val_pairs and args.tensorboard_images:
+        shown = val_pairs[:args.tensorboard_images]
+        raw = [load_pair(image, label, prep, args.n_classes) for image, label in shown]
+        display = [fit_image(read_image(image), args.input_height, args.input_width, args.resize_op)
+                   for image, _ in shown]
+        extras.append(ValidationImages(os.path.join(run_dir, "log"), np.stack([r[0] for r in raw]),
+                                       np.stack(display), np.stack([r[1] for r in raw]), args.ignore_label))
     print(f"saving to {run_dir}; best checkpoint by {monitor} (mean IoU over classes)")
 
-    # === Train ===
-    model.fit(train_data, validation_data=val_data, epochs=args.epochs, initial_epoch=completed,
-              callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else "auto")
+    def fit(until, first):
+        """Train epochs first+1..until; the callbacks are new each call so the CSV log appends."""
+        # Order matters for kill -9: the epoch's log row is written before state.json commits the
+        # epoch (a resume trims rows past the committed epoch), and early stopping reads the new state.
+        callbacks = [lr_control, *extras, keras.callbacks.CSVLogger(log_path, append=first > 0),
+                     keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "log")), checkpointer]
+        if args.early_stopping:
+            callbacks.append(EarlyStopping(args.early_stopping, checkpointer.state))
+        model.fit(train_data, validation_data=val_data, epochs=until, initial_epoch=first,
+                  callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else "auto")
 
-    final = callbacks[0].state
+    # === Train: frozen pretrained layers first (--freeze_epochs), then everything ===
+    if frozen and completed < args.freeze_epochs:
+        print(f"epochs {completed + 1}-{min(args.freeze_epochs, args.epochs)}: {len(frozen)} pretrained layers frozen")
+        fit(min(args.freeze_epochs, args.epochs), completed)
+        completed = max(completed, min(args.freeze_epochs, args.epochs))
+    still_frozen = {layer.name for layer in model._flatten_layers() if not layer.trainable} & set(frozen)
+    if still_frozen and completed >= args.freeze_epochs and not model.stop_training:
+        with scope:
+            set_frozen(model, frozen, False)
+            compile_model(model)  # a new optimizer: the unfrozen weights need their own slots
+        print(f"epoch {completed + 1} on: all layers trainable")
+    if completed < args.epochs and not model.stop_training:
+        fit(args.epochs, completed)
+    if os.path.isfile(log_path):
+        curves = write_curves(log_path, os.path.join(run_dir, "curves.png"))
+        print(f"loss and metric curves: {curves}")
+
+    final = checkpointer.state
     best = os.path.join(run_dir, final["best_checkpoint"]) if final["best_checkpoint"] else None
     print(f"best {monitor}: {final['best_score'] if final['best_score'] is not None else float('nan'):.6f} "
           f"at epoch {final['best_epoch']}; best checkpoint: {best}")

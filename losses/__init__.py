@@ -98,13 +98,29 @@ class SegmentationLoss(keras.losses.Loss):
         self.fn = LOSSES[loss_name]
 
     def call(self, y_true, y_pred):
-        return self.fn(y_true, y_pred, self.n_classes, self.ignore_label, **self.options)
+        return _per_replica(self.fn(y_true, y_pred, self.n_classes, self.ignore_label, **self.options))
 
     def get_config(self):
         config = super().get_config()
         config.update(loss_name=self.loss_name, n_classes=self.n_classes,
                       ignore_label=self.ignore_label, options=self.options)
         return config
+
+
+def _per_replica(loss):
+    """Divide by the replica count under `tf.distribute`, as Keras does for the losses it reduces.
+
+    Keras scales a loss by 1/replicas only when it reduces per-sample values
+    itself; these losses return the scalar mean over valid pixels, which Keras
+    passes through. The replicas' gradients are summed, so without this a
+    two-device run would step twice as far (and report twice the loss).
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            loss = loss / replicas
+    return loss
 
 
 def get_loss(name, n_classes, ignore_label=255, **options):
