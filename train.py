@@ -150,6 +150,10 @@ def trim_log(log_path, completed_epochs):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.multi_gpus and os.environ.get("TF_CONFIG"):
+        from utils.training import worker_index
+        if worker_index() != 0:  # only the chief writes the run folder; the others keep a private copy
+            args.train_save_path = os.path.join(args.train_save_path, f".worker{worker_index()}")
     run_dir, checkpoint, state = resolve_resume(args)
     saved_config = load_run_config(args, run_dir) if checkpoint else {}
     check_training_flags(args)

@@ -63,7 +63,7 @@ class _ConfusionMetric(keras.metrics.Metric):
         self.matrix.assign(self.matrix + ops.cast(cm, "float32"))
 
     def reset_state(self):
-        self.matrix.assign(ops.zeros_like(self.matrix))
+        self.matrix.assign(ops.zeros(self.matrix.shape, dtype=self.matrix.dtype))
 
     def get_config(self):
         config = super().get_config()

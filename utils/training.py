@@ -50,6 +50,16 @@ def make_strategy(multi_gpus):
     raise UserError(f"--multi_gpus true needs the tensorflow or jax backend (KERAS_BACKEND is {backend})")
 
 
+def worker_index():
+    """This machine's index in a TF_CONFIG cluster (0, the chief, when there is none)."""
+    import json
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+    except json.JSONDecodeError:
+        raise UserError("TF_CONFIG is not valid JSON") from None
+    return int(task.get("index", 0)) if task.get("type", "worker") in ("worker", "chief") else -1
+
+
 def synchronize_batch_norm(model):
     """Batch statistics over the global batch, not each replica's slice (SyncBN, as mmsegmentation
     trains on several GPUs): the replicated run then computes what one device would."""
