@@ -104,3 +104,32 @@ def test_export_bad_input_gives_one_line_errors(checkpoint, tmp_path):
                               "--output", str(tmp_path / "m.onnx")), "must end with .tflite")
     assert_one_line_error(run("tools/export.py", "--weights_path", str(tmp_path / "missing.keras"),
                               "--format", "onnx"), "missing.keras", "no such file")
+
+
+def test_export_all_table_for_one_model():
+    result = run("tools/export_all.py", "--models", "fcn8", "--height", 32, "--width", 32, "--formats", "onnx")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| `fcn8`")]
+    assert float(row.split("|")[3]) <= 1e-4
+
+
+def test_benchmark_inference_prints_both_runtimes():
+    result = run("tools/benchmark_inference.py", "--model_name", "fcn8", "--height", 32, "--width", 32,
+                 "--batch_sizes", "1,2", "--seconds", 0.2)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.split() and line.split()[0] in ("1", "2")]
+    assert [r[0] for r in rows] == ["1", "2"] and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+
+
+def test_benchmark_prints_targets_and_writes_json(tmp_path):
+    output = str(tmp_path / "bench.json")
+    result = run("tools/benchmark.py", "--models", "fcn8", "--size", 32, "--skip", "memory", "--seconds", 0.2,
+                 "--data_dir", os.path.join("data", "demo"), "--output", output)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "input pipeline >= 2x naive loop" in result.stdout
+    with open(output) as handle:
+        results = json.load(handle)
+    assert results["peak"]["conv_flops"] > 0 and results["pipeline"]["files"] == 40
+    row = results["models"]["fcn8"]
+    assert row["train_images_per_s"] > 0 and row["onnx_infer_images_per_s"] > 0
+    assert row["achieved_flops"] == pytest.approx(6 * row["gmacs"] * 1e9 * row["train_images_per_s"])
