@@ -133,3 +133,15 @@ def test_benchmark_prints_targets_and_writes_json(tmp_path):
     row = results["models"]["fcn8"]
     assert row["train_images_per_s"] > 0 and row["onnx_infer_images_per_s"] > 0
     assert row["achieved_flops"] == pytest.approx(6 * row["gmacs"] * 1e9 * row["train_images_per_s"])
+
+
+def test_benchmark_quality_row_on_bbufdataset(tmp_path):
+    from conftest import shared_dataset
+    shared_dataset("bbufdataset")
+    result = run("tools/benchmark_quality.py", "--table", "models", "--models", "fcn8", "--epochs", 1, "--size", 32,
+                 "--output_dir", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(tmp_path / "models" / "results.json") as handle:
+        (row,) = json.load(handle)
+    assert 0 <= row["mIoU"] <= 1 and row["epochs"] == 1 and set(row["per_class_iou"]) == {"background", "part"}
+    assert row["train_command"].startswith("python train.py --data_root ../shared/datasets --dataset_name bbufdataset")

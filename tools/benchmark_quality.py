@@ -1,0 +1,133 @@
+"""The README's quality tables, by a fixed protocol: train, then score on the test split.
+
+    python tools/benchmark_quality.py --table models                  # every model on bbufdataset, 50 epochs
+    python tools/benchmark_quality.py --table losses                  # every loss with unet on membrane
+    python tools/benchmark_quality.py --table models --epochs 5 --size 128 --models unet,enet   # a shorter protocol
+
+Each row runs `python train.py ...` and `python test.py --mIOU true` in
+subprocesses (exactly the commands a user runs, recorded in the row) and
+reports test mIoU, mDice, pixel accuracy (aAcc) and per-class IoU, with the
+commit, epochs, wall time and machine. Runs go to a new folder under
+--output_dir; the markdown table and JSON are written there and printed.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from utils.cli import positive_int  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROTOCOLS = {  # table -> (data set, the varied flag)
+    "models": ("bbufdataset", "--model_name"),
+    "losses": ("membrane", "--loss"),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", required=True, choices=sorted(PROTOCOLS))
+    p.add_argument("--data_root", default="../shared/datasets", help="relative paths: from the repository root")
+    p.add_argument("--epochs", type=positive_int, default=50)
+    p.add_argument("--size", type=positive_int, default=224, help="input height and width")
+    p.add_argument("--models", default="", help="models table: comma-separated names (default: all)")
+    p.add_argument("--losses", default="", help="losses table: comma-separated names (default: all)")
+    p.add_argument("--output_dir", default="weights/quality", help="runs and tables go to a new folder here")
+    return p.parse_args(argv)
+
+
+def rows_to_run(args):
+    """(label, extra train.py flags) per row."""
+    if args.table == "models":
+        from Models import MODELS
+        from tools.model_summary import VARIANTS, legal_size
+        names = [n for n in args.models.split(",") if n] or list(MODELS)
+        for name in names:
+            if name not in MODELS:
+                raise UserError(f"--models {name} unknown; valid names: {', '.join(MODELS)}")
+            for options, label in VARIANTS.get(name, [({}, name)]):
+                height, width = legal_size(MODELS[name], args.size, args.size, options)
+                flags = ["--model_name", name, "--input_height", height, "--input_width", width]
+                for key, value in options.items():
+                    flags += [f"--{key}", value]
+                yield label, flags
+    else:
+        from losses import LOSSES
+        names = [n for n in args.losses.split(",") if n] or list(LOSSES)
+        for name in names:
+            if name not in LOSSES:
+                raise UserError(f"--losses {name} unknown; valid names: {', '.join(LOSSES)}")
+            yield name, ["--model_name", "unet", "--loss", name, "--input_height", args.size,
+                         "--input_width", args.size]
+
+
+def run_row(label, flags, args, dataset, out_dir, index):
+    exp = f"row{index:02d}"
+    train = ["python", "train.py", "--data_root", args.data_root, "--dataset_name", dataset,
+             "--epochs", args.epochs, "--train_save_path", out_dir, "--exp_name", exp, *flags]
+    train = [str(v) for v in train]
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, *train[1:]], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        return {"label": label, "train_command": " ".join(train), "error": result.stderr.strip()[-300:]}
+    model_name = flags[flags.index("--model_name") + 1]
+    run_dir = os.path.join(out_dir, exp, model_name)
+    masks = os.path.join(out_dir, exp, "masks")
+    test = ["python", "test.py", "--weights_path", run_dir, "--output_path", masks, "--mIOU", "true"]
+    result = subprocess.run([sys.executable, *test[1:]], cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        return {"label": label, "train_command": " ".join(train), "error": result.stderr.strip()[-300:]}
+    with open(os.path.join(masks, "metrics.json"), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    return {"label": label, "train_command": " ".join(train), "test_command": " ".join(test),
+            "mIoU": metrics["mIoU"], "mDice": metrics["mDice"], "aAcc": metrics["aAcc"],
+            "per_class_iou": {c["name"]: c["IoU"] for c in metrics["per_class"]}, "wall_s": wall}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from utils.paths import new_output_dir
+    dataset, _ = PROTOCOLS[args.table]
+    if not os.path.isdir(os.path.join(ROOT, args.data_root, dataset)):
+        raise UserError(f"--data_root {args.data_root}: no {dataset}/ data set there")
+    rows_spec = list(rows_to_run(args))
+    out_dir = new_output_dir(os.path.join(args.output_dir, args.table))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}"
+    header = ["| name | test mIoU | mDice | aAcc | per-class IoU | epochs | input | wall | command |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(header), flush=True)
+    rows, lines = [], []
+    for index, (label, flags) in enumerate(rows_spec):
+        row = run_row(label, flags, args, dataset, out_dir, index)
+        row.update(epochs=args.epochs, commit=commit, machine=machine, dataset=dataset)
+        rows.append(row)
+        size = f"{flags[flags.index('--input_height') + 1]}x{flags[flags.index('--input_width') + 1]}"
+        if "error" in row:
+            line = f"| `{label}` | failed: {row['error'].splitlines()[-1][:80]} | | | | {args.epochs} | {size} | | |"
+        else:
+            per_class = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -"
+                                  for k, v in row["per_class_iou"].items())
+            line = (f"| `{label}` | {row['mIoU']:.4f} | {row['mDice']:.4f} | {row['aAcc']:.4f} | {per_class} | "
+                    f"{args.epochs} | {size} | {row['wall_s'] / 60:.1f} min | `{row['train_command']}` |")
+        lines.append(line)
+        print(line, flush=True)
+        with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=2)
+    footer = f"\ncommit {commit}; {machine}; data set {dataset}; test.py --mIOU true on test_image/test_label."
+    print(footer)
+    with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(header + lines) + "\n" + footer + "\n")
+    print(f"table: {os.path.join(out_dir, 'table.md')}")
+    return 1 if any("error" in row for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
