@@ -15,6 +15,19 @@ PACKAGE = "segmentation"
 
 # === Resizing ===
 
+def _bilinear_weights(out_size, in_size):
+    """(out_size, in_size) weights of half-pixel bilinear sampling, as TensorFlow's resize computes
+    it without antialiasing: source coordinate (i + 0.5) * in/out - 0.5, clamped to the edges."""
+    source = np.clip((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0, in_size - 1)
+    lower = np.floor(source).astype(int)
+    upper = np.minimum(lower + 1, in_size - 1)
+    fraction = source - lower
+    weights = np.zeros((out_size, in_size), np.float32)
+    np.add.at(weights, (np.arange(out_size), lower), 1 - fraction)
+    np.add.at(weights, (np.arange(out_size), upper), fraction)
+    return weights
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ResizeTo(layers.Layer):
     """Resize (B, h, w, C) feature maps to a fixed (height, width), bilinear by default.
@@ -29,10 +42,24 @@ class ResizeTo(layers.Layer):
         self.width = int(width)
         self.interpolation = interpolation
 
+    def build(self, input_shape):
+        # Bilinear as two small matrix products with interpolation weights fixed at build time: the
+        # same numbers as half-pixel `ops.image.resize`, but ONNX gets MatMuls instead of a Resize
+        # whose float scale (e.g. 6 -> 14: 2.333...) onnxruntime rounds to a 13-pixel output.
+        self._rows = self._cols = None
+        if self.interpolation == "bilinear" and input_shape[1] is not None and input_shape[2] is not None:
+            self._rows = _bilinear_weights(self.height, int(input_shape[1]))
+            self._cols = _bilinear_weights(self.width, int(input_shape[2]))
+
     def call(self, inputs):
-        outputs = ops.image.resize(inputs, (self.height, self.width), interpolation=self.interpolation,
-                                   data_format="channels_last")
-        return ops.cast(outputs, inputs.dtype)
+        if self._rows is None:
+            outputs = ops.image.resize(inputs, (self.height, self.width), interpolation=self.interpolation,
+                                       data_format="channels_last")
+            return ops.cast(outputs, inputs.dtype)
+        rows = ops.cast(self._rows, inputs.dtype)
+        cols = ops.cast(self._cols, inputs.dtype)
+        outputs = ops.einsum("oh,bhwc->bowc", rows, inputs)
+        return ops.einsum("pw,bowc->bopc", cols, outputs)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.height, self.width, input_shape[-1])

@@ -88,7 +88,11 @@ def check_parity(expected, exported_path, batch):
     import numpy as np
 
     from utils.inference import load_predictor
-    actual = load_predictor(exported_path)(batch)
+    try:
+        actual = load_predictor(exported_path)(batch)
+    except Exception as exc:  # the runtime rejects what the converter wrote: report it as a failed check
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RuntimeError(f"the export does not load or run in its runtime: {reason[:300]}") from None
     if actual.shape != expected.shape:
         raise RuntimeError(f"{exported_path} returned shape {actual.shape}, the Keras model {expected.shape}")
     return float(np.abs(actual - expected).max())

@@ -79,7 +79,7 @@ def trained_models(root):
 
     from utils.inference import load_keras_model
     from utils.run import best_checkpoint, find_run_config
-    runs = sorted(dirpath for dirpath, _, files in os.walk(root) if "state.json" in files)
+    runs = sorted(dirpath for dirpath, _, files in os.walk(root, followlinks=True) if "state.json" in files)
     if not runs:
         raise UserError(f"--runs {root}: no train.py run folders (with state.json) found")
     for run_dir in runs:
