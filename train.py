@@ -333,8 +333,11 @@ def main(argv=None):
     if completed < args.epochs and not model.stop_training:
         fit(args.epochs, completed)
     if os.path.isfile(log_path):
-        curves = write_curves(log_path, os.path.join(run_dir, "curves.png"))
-        print(f"loss and metric curves: {curves}")
+        try:
+            curves = write_curves(log_path, os.path.join(run_dir, "curves.png"))
+            print(f"loss and metric curves: {curves}")
+        except Exception as exc:  # a plot must never fail a finished run
+            print(f"warning: could not write curves.png ({exc})")
 
     final = checkpointer.state
     best = os.path.join(run_dir, final["best_checkpoint"]) if final["best_checkpoint"] else None

@@ -223,3 +223,12 @@ def test_one_epoch_trains_saves_and_predicts_under_jax(data_root, tmp_path):
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len([n for n in os.listdir(tmp_path / "masks") if n.endswith(".png")]) == 4
+
+
+def test_curves_tolerate_na_cells(tmp_path):
+    """CSVLogger writes 'NA' where an epoch lacks a column (e.g. no validation)."""
+    from utils.monitoring import write_curves
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss,val_loss\n0,0.5,NA\n1,0.25,0.3\n")
+    assert write_curves(str(log), str(tmp_path / "curves.png")) == str(tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000

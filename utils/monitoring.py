@@ -53,6 +53,14 @@ class ValidationImages(keras.callbacks.Callback):
             self.writer = None
 
 
+def _number(text):
+    """A log.csv cell as a float; CSVLogger writes 'NA' (and old rows '') where an epoch lacks a key."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return np.nan
+
+
 def write_curves(log_path, png_path):
     """Plot every loss and metric column of log.csv (training solid, validation dashed) into one PNG."""
     import matplotlib
@@ -70,7 +78,7 @@ def write_curves(log_path, png_path):
     for axis, name in zip(axes[0], names):
         for key, style in ((name, "-"), ("val_" + name, "--")):
             if key in rows[0]:
-                values = [float(r[key]) if r[key] not in ("", None) else np.nan for r in rows]
+                values = [_number(r[key]) for r in rows]
                 axis.plot(epochs, values, style, marker=".", label="validation" if style == "--" else "train")
         axis.set_title(name)
         axis.set_xlabel("epoch")
