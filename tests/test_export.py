@@ -27,9 +27,12 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def onnx_export(checkpoint, tmp_path_factory):
     output = str(tmp_path_factory.mktemp("onnx") / "model.onnx")
-    result = run("tools/export.py", "--weights_path", checkpoint, "--format", "onnx", "--output", output)
+    result = run("tools/export.py", "--weights_path", checkpoint, "--format", "onnx", "--output", output,
+                 "--opset", 17)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "parity: max |onnx - keras|" in result.stdout
+    import onnx
+    assert {o.domain: o.version for o in onnx.load(output).opset_import}[""] == 17
     return output
 
 

@@ -232,3 +232,34 @@ def test_curves_tolerate_na_cells(tmp_path):
     log.write_text("epoch,loss,val_loss\n0,0.5,NA\n1,0.25,0.3\n")
     assert write_curves(str(log), str(tmp_path / "curves.png")) == str(tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_plateau_schedule_decays_after_patience_and_keeps_counters_in_state():
+    import keras
+
+    from utils.training import LearningRateControl
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    state = {}
+    control = LearningRateControl("plateau", 1.0, 10, 0, 10, 0.5, 2, "val_iou_score", state)
+    control.set_model(model)
+    rates = []
+    for epoch, score in enumerate([0.5, 0.6, 0.6, 0.55, 0.7]):
+        control.on_epoch_begin(epoch)
+        logs = {"val_iou_score": score}
+        control.on_epoch_end(epoch, logs)
+        rates.append(logs["learning_rate"])
+    # epochs 3 and 4 do not beat 0.6: after the second of them the rate halves for epoch 5
+    assert rates == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.5])
+    assert state["lr_plateau"] == {"lr": 0.5, "best": 0.7, "wait": 0}
+
+
+def test_jit_compile_and_early_stopping_flags_train(data_root, tmp_path):
+    save = str(tmp_path / "w")
+    result = run("train.py", *tiny_args(data_root, save, "--epochs", 2, "--jit_compile", "true",
+                                        "--early_stopping", 5))
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(os.path.join(save, "exp1", "unet", "config.json")) as handle:
+        config = json.load(handle)
+    assert config["jit_compile"] is True and config["early_stopping"] == 5
+    assert len(read_log(os.path.join(save, "exp1", "unet"))) == 2
