@@ -196,8 +196,6 @@ def main(argv=None):
                         f"(above the class ids of --n_classes {args.n_classes})")
     get_loss(args.loss, args.n_classes, args.ignore_label, **loss_options(args))  # checks names and options
     class_names = read_class_names(args.data_root, args.dataset_name, args.n_classes)
-    metrics = get_metrics(metric_names, args.n_classes, args.ignore_label, per_class=args.per_class_metrics,
-                          class_names=class_names)
 
     # === Data: the cheap checks of tools/verify_dataset.py stop a bad data set before any training ===
     report = verify(args.data_root, args.dataset_name, args.n_classes, args.ignore_label, cheap=True)

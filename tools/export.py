@@ -84,35 +84,22 @@ def parity_batch(height, width, image_init, seed, n=PARITY_BATCH):
 
 
 def check_parity(expected, exported_path, batch):
-    """Largest |export - keras| over `batch`, given the Keras model's `expected` probabilities."""
+    """(largest |export - keras| over `batch`, the export's Predictor), given Keras' `expected` output.
+
+    The Predictor also names the export's input and output tensors for the settings file.
+    """
     import numpy as np
 
     from utils.inference import load_predictor
     try:
-        actual = load_predictor(exported_path)(batch)
+        predictor = load_predictor(exported_path)
+        actual = predictor(batch)
     except Exception as exc:  # the runtime rejects what the converter wrote: report it as a failed check
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RuntimeError(f"the export does not load or run in its runtime: {reason[:300]}") from None
     if actual.shape != expected.shape:
         raise RuntimeError(f"{exported_path} returned shape {actual.shape}, the Keras model {expected.shape}")
-    return float(np.abs(actual - expected).max())
-
-
-def io_names(path, fmt):
-    """Input and output tensor names a runtime uses to feed and fetch the exported model."""
-    from utils.inference import _tflite_interpreter
-    if fmt == "onnx":
-        import onnxruntime as ort
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        return session.get_inputs()[0].name, session.get_outputs()[0].name
-    if fmt == "savedmodel":
-        import tensorflow as tf
-        signature = tf.saved_model.load(path).signatures["serving_default"]
-        (input_name,) = signature.structured_input_signature[1].keys()
-        (output_name,) = signature.structured_outputs.keys()
-        return input_name, output_name
-    interpreter = _tflite_interpreter(path)
-    return interpreter.get_input_details()[0]["name"], interpreter.get_output_details()[0]["name"]
+    return float(np.abs(actual - expected).max()), predictor
 
 
 def _remove(path):
@@ -163,10 +150,10 @@ def main(argv=None):
             raise SystemExit(f"error: {checkpoint}: {args.format} export failed: {reason}") from None
         export_seconds = time.perf_counter() - start
         try:
-            diff = check_parity(expected, tmp, batch)
+            diff, exported = check_parity(expected, tmp, batch)
         except RuntimeError as exc:
             raise SystemExit(f"error: parity check failed: {exc}") from None
-        input_name, output_name = io_names(tmp, args.format)
+        input_name, output_name = exported.input_name, exported.output_name
         if not diff <= args.atol:
             raise SystemExit(f"error: parity check failed: max |{args.format} - keras| = {diff:.3g} "
                              f"> --atol {args.atol:g} ({checkpoint})")

@@ -51,7 +51,7 @@ def export_row(model, formats, height, width, atol, folder):
         path = os.path.join(folder, model.name + FORMATS[fmt][1])
         try:
             export_model(model, fmt, path)
-            diff = check_parity(expected, path, batch)
+            diff, _ = check_parity(expected, path, batch)
         except Exception as exc:  # report the converter's reason in the table, go on with the next
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             cells[fmt] = (False, f"fails: {reason[:120]}")

@@ -39,13 +39,15 @@ def sidecar_path(model_path):
 
 
 class Predictor:
-    """A loaded model: `input_size` (H, W), `n_classes`, and `__call__(batch) -> probabilities`."""
+    """A loaded model: `input_size` (H, W), `n_classes`, the runtime's `input_name`/`output_name`,
+    and `__call__(batch) -> probabilities`."""
 
-    def __init__(self, run, input_size, n_classes, fmt):
+    def __init__(self, run, input_size, n_classes, fmt, input_name=None, output_name=None):
         self._run = run
         self.input_size = tuple(int(v) for v in input_size)
         self.n_classes = int(n_classes)
         self.format = fmt
+        self.input_name, self.output_name = input_name, output_name
 
     def __call__(self, batch):
         return np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
@@ -68,7 +70,8 @@ def keras_predictor(model):
     def run(batch):
         # `predict_on_batch` skips predict()'s per-call data-adapter setup: faster for one batch.
         return model.predict_on_batch(batch)
-    return Predictor(run, model.input_shape[1:3], model.output_shape[-1], "keras")
+    return Predictor(run, model.input_shape[1:3], model.output_shape[-1], "keras", model.inputs[0].name,
+                     model.outputs[0].name)
 
 
 # === Exported formats ===
@@ -83,20 +86,19 @@ def onnx_predictor(path, threads=None):
 
     def run(batch):
         return session.run([output_meta.name], {input_meta.name: batch})[0]
-    return Predictor(run, input_meta.shape[1:3], output_meta.shape[-1], "onnx")
+    return Predictor(run, input_meta.shape[1:3], output_meta.shape[-1], "onnx", input_meta.name, output_meta.name)
 
 
 def savedmodel_predictor(path):
     import tensorflow as tf
     loaded = tf.saved_model.load(path)
     signature = loaded.signatures["serving_default"]
-    (input_spec,) = signature.structured_input_signature[1].values()
-    (output_name,) = signature.structured_outputs.keys()
-    output_spec = signature.structured_outputs[output_name]
+    ((input_name, input_spec),) = signature.structured_input_signature[1].items()
+    ((output_name, output_spec),) = signature.structured_outputs.items()
 
     def run(batch):
         return loaded.serve(tf.constant(batch)).numpy()
-    return Predictor(run, input_spec.shape[1:3], output_spec.shape[-1], "savedmodel")
+    return Predictor(run, input_spec.shape[1:3], output_spec.shape[-1], "savedmodel", input_name, output_name)
 
 
 def _tflite_interpreter(path):
@@ -124,7 +126,8 @@ def tflite_predictor(path):
         interpreter.set_tensor(input_detail["index"], batch)
         interpreter.invoke()
         return interpreter.get_tensor(output_detail["index"]).copy()
-    return Predictor(run, input_detail["shape"][1:3], output_detail["shape"][-1], "tflite")
+    return Predictor(run, input_detail["shape"][1:3], output_detail["shape"][-1], "tflite", input_detail["name"],
+                     output_detail["name"])
 
 
 def load_predictor(path, threads=None):
