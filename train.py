@@ -252,6 +252,7 @@ def main(argv=None):
     with scope:
         if checkpoint:
             print(f"resuming from {checkpoint} after epoch {completed}")
+            import metrics.confusion  # noqa: F401  registers the compiled metrics' classes for load_model
             model = keras.models.load_model(checkpoint, safe_mode=True)
             model.jit_compile = args.jit_compile
         else:
