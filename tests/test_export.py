@@ -148,3 +148,19 @@ def test_benchmark_quality_row_on_bbufdataset(tmp_path):
         (row,) = json.load(handle)
     assert 0 <= row["mIoU"] <= 1 and row["epochs"] == 1 and set(row["per_class_iou"]) == {"background", "part"}
     assert row["train_command"].startswith("python train.py --data_root ../shared/datasets --dataset_name bbufdataset")
+    assert "--validate false" in row["train_command"]  # never pick the checkpoint on the test split
+    table = (tmp_path / "models" / "table.md").read_text()
+    assert f"| `fcn8` | {row['mIoU']:.4f} | 0.93 |" in table  # ours, then the seed's published 50-epoch mIoU
+
+
+def test_benchmark_quality_losses_row_on_membrane(tmp_path):
+    from conftest import shared_dataset
+    shared_dataset("membrane")
+    result = run("tools/benchmark_quality.py", "--table", "losses", "--losses", "dice", "--epochs", 1, "--size", 32,
+                 "--output_dir", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(tmp_path / "losses" / "results.json") as handle:
+        (row,) = json.load(handle)
+    assert row["dataset"] == "membrane" and "--model_name unet --loss dice" in row["train_command"]
+    table = (tmp_path / "losses" / "table.md").read_text()
+    assert "seed's mIoU" not in table and f"| `dice` | {row['mIoU']:.4f} |" in table

@@ -33,6 +33,8 @@ PROTOCOLS = {  # table -> (data set, the varied flag)
     "models": ("bbufdataset", "--model_name"),
     "losses": ("membrane", "--loss"),
 }
+# weighted_ce with its default equal weights is plain ce; its row uses the weights it exists for.
+LOSS_FLAGS = {"weighted_ce": ["--class_weights", "auto"]}
 # The seed's older README: test mIoU on its 2-class parts set after 50 epochs (SPEC.md, "Published numbers").
 SEED_MIOU = {"enet": 0.91, "fcn8": 0.93, "unet": 0.94, "segnet": 0.94, "icnet": 0.94, "pspnet": 0.94,
              "mobilenet_unet": 0.94, "mobilenet_fcn8": 0.94}
@@ -71,8 +73,9 @@ def rows_to_run(args):
         for name in names:
             if name not in LOSSES:
                 raise UserError(f"--losses {name} unknown; valid names: {', '.join(LOSSES)}")
-            yield name, ["--model_name", "unet", "--loss", name, "--input_height", args.size,
-                         "--input_width", args.size]
+            extra = LOSS_FLAGS.get(name, [])
+            yield " ".join([name, *extra]), ["--model_name", "unet", "--loss", name, "--input_height", args.size,
+                                             "--input_width", args.size, *extra]
 
 
 def run_row(label, flags, args, dataset, out_dir, index):
