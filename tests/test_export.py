@@ -138,29 +138,27 @@ def test_benchmark_prints_targets_and_writes_json(tmp_path):
     assert row["achieved_flops"] == pytest.approx(6 * row["gmacs"] * 1e9 * row["train_images_per_s"])
 
 
-def test_benchmark_quality_row_on_bbufdataset(tmp_path):
+def quality_row(tmp_path, dataset, table, *flags):
+    """One 1-epoch row of tools/benchmark_quality.py -> (its results.json row, its table.md)."""
     from conftest import shared_dataset
-    shared_dataset("bbufdataset")
-    result = run("tools/benchmark_quality.py", "--table", "models", "--models", "fcn8", "--epochs", 1, "--size", 32,
+    shared_dataset(dataset)
+    result = run("tools/benchmark_quality.py", "--table", table, *flags, "--epochs", 1, "--size", 32,
                  "--output_dir", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    with open(tmp_path / "models" / "results.json") as handle:
+    with open(tmp_path / table / "results.json") as handle:
         (row,) = json.load(handle)
+    return row, (tmp_path / table / "table.md").read_text()
+
+
+def test_benchmark_quality_row_on_bbufdataset(tmp_path):
+    row, table = quality_row(tmp_path, "bbufdataset", "models", "--models", "fcn8")
     assert 0 <= row["mIoU"] <= 1 and row["epochs"] == 1 and set(row["per_class_iou"]) == {"background", "part"}
     assert row["train_command"].startswith("python train.py --data_root ../shared/datasets --dataset_name bbufdataset")
     assert "--validate false" in row["train_command"]  # never pick the checkpoint on the test split
-    table = (tmp_path / "models" / "table.md").read_text()
     assert f"| `fcn8` | {row['mIoU']:.4f} | 0.93 |" in table  # ours, then the seed's published 50-epoch mIoU
 
 
 def test_benchmark_quality_losses_row_on_membrane(tmp_path):
-    from conftest import shared_dataset
-    shared_dataset("membrane")
-    result = run("tools/benchmark_quality.py", "--table", "losses", "--losses", "dice", "--epochs", 1, "--size", 32,
-                 "--output_dir", str(tmp_path))
-    assert result.returncode == 0, result.stdout + result.stderr
-    with open(tmp_path / "losses" / "results.json") as handle:
-        (row,) = json.load(handle)
+    row, table = quality_row(tmp_path, "membrane", "losses", "--losses", "dice")
     assert row["dataset"] == "membrane" and "--model_name unet --loss dice" in row["train_command"]
-    table = (tmp_path / "losses" / "table.md").read_text()
     assert "seed's mIoU" not in table and f"| `dice` | {row['mIoU']:.4f} |" in table
