@@ -43,3 +43,36 @@ def write_dataset(root, name="tiny", n_train=6, n_test=3, size=(40, 48), n_class
 def tiny_dataset(tmp_path):
     write_dataset(str(tmp_path))
     return str(tmp_path), "tiny"
+
+
+# === Running the scripts as a user does ===
+
+def run_script(script, *args, cwd=ROOT, env=None, timeout=600):
+    """Run `python <script> args...` from the repo (script relative to ROOT); -> CompletedProcess."""
+    import subprocess
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", **(env or {}))
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+    """Exit 2, no traceback, exactly one `error: ` line on stderr holding every fragment."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def read_log(run_dir):
+    """log.csv of a train.py run as a list of dicts."""
+    import csv
+    with open(os.path.join(run_dir, "log.csv"), newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def read_state(run_dir):
+    import json
+    with open(os.path.join(run_dir, "state.json")) as handle:
+        return json.load(handle)

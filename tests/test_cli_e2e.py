@@ -1,32 +1,16 @@
 """train.py -> test.py end to end on tiny data, resume, and one-line errors for bad input."""
-import csv
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_dataset
+from conftest import assert_one_line_error, read_log, run_script, write_dataset
+
+run = run_script
 
 pytestmark = pytest.mark.slow
-
-
-def run(script, *args, cwd=ROOT):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def train_args(root, save, *extra):
@@ -42,11 +26,6 @@ def trained_run(tmp_path_factory):
     result = run("train.py", *train_args(root, save, "--epochs", 2))
     assert result.returncode == 0, result.stdout + result.stderr
     return root, save, os.path.join(save, "exp1", "unet"), result.stdout
-
-
-def read_log(run_dir):
-    with open(os.path.join(run_dir, "log.csv"), newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_train_writes_run_folder(trained_run):

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from conftest import write_dataset
-from test_cli_e2e import assert_one_line_error, run, train_args
+from conftest import assert_one_line_error, run_script as run
+from test_cli_e2e import train_args
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-from losses import LOSSES, SegmentationLoss, accepted_options, add_loss_arguments, get_loss, loss_options
+from losses import LOSSES, accepted_options, add_loss_arguments, get_loss, loss_options
 from losses.class_weights import median_frequency, parse_class_weights
 from utils.errors import UserError
 

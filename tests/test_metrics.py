@@ -10,7 +10,7 @@ import keras
 
 from losses import get_loss
 from metrics import METRICS, get_metrics
-from metrics.confusion import ConfusionMatrixMetric, PerClassScores
+from metrics.confusion import PerClassScores
 from metrics.evaluation import confusion_matrix, summarize
 from utils.errors import UserError
 

@@ -1,6 +1,5 @@
 """Training that scales and survives: kill -9 and resume, two-device data parallelism, schedules,
 early stopping, pretrained weights with frozen layers, mixed precision."""
-import csv
 import json
 import math
 import os
@@ -11,20 +10,9 @@ import time
 
 import pytest
 
-from conftest import ROOT, write_dataset
-from test_cli_e2e import assert_one_line_error, run
+from conftest import ROOT, assert_one_line_error, read_log, read_state, run_script as run, write_dataset
 
 pytestmark = pytest.mark.slow
-
-
-def read_log(run_dir):
-    with open(os.path.join(run_dir, "log.csv"), newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def read_state(run_dir):
-    with open(os.path.join(run_dir, "state.json")) as handle:
-        return json.load(handle)
 
 
 def tiny_args(root, save, *extra, size=32):
