@@ -1,38 +1,41 @@
 """The loss registry: CLI name -> loss function, and the `get_loss` factory.
 
-A loss function takes `(y_true, y_pred, n_classes, ignore_label, **options)`
-with y_true class indices (B, H, W) and y_pred probabilities (B, H, W, C).
-The keyword arguments after `ignore_label` in its signature are the options
-it accepts; any other option is a UserError. `get_loss` wraps the function
-in `SegmentationLoss`, a serialisable Keras loss whose config carries every
-option, so a checkpoint reloads with the same maths.
+A loss function (losses/core.py) takes `(y_true, y_pred, n_classes,
+ignore_label, **options)` with y_true class indices (B, H, W) and y_pred
+probabilities (B, H, W, C); any option it does not take is a UserError.
+`get_loss` wraps it in `SegmentationLoss` (losses/keras_loss.py), a
+serialisable Keras loss whose config carries every option, so a checkpoint
+reloads with the same maths.
+
+This module itself imports no Keras: names and options are checked, and the
+CLI flags built, before TensorFlow loads (`train.py --help` answers at once).
+`LOSSES`, `SegmentationLoss` and `get_loss` load losses/keras_loss.py on
+first use.
 
 train.py wiring: `add_loss_arguments(parser)` adds the option flags and
 `loss_options(args, class_counts)` turns the parsed flags into `**options`.
 """
-import inspect
 import math
 
-import keras
-
-from losses import core
 from losses.class_weights import check_class_weights, parse_class_weights
 from utils.errors import UserError
 
-LOSSES = {
-    "ce": core.cross_entropy,
-    "weighted_ce": core.weighted_cross_entropy,
-    "b_focal": core.binary_focal,
-    "c_focal": core.categorical_focal,
-    "dice": core.dice_loss,
-    "bce_dice": core.bce_dice_loss,
-    "ce_dice": core.ce_dice_loss,
-    "g_dice": core.generalized_dice_loss,
-    "jaccard": core.jaccard_loss,
-    "bce_jaccard": core.bce_jaccard_loss,
-    "ce_jaccard": core.ce_jaccard_loss,
-    "tversky": core.tversky_loss,
-    "f_tversky": core.focal_tversky_loss,
+# name -> the options its function takes (its keyword arguments after `ignore_label`, in order;
+# tests/test_losses.py checks this table against the signatures).
+LOSS_OPTIONS = {
+    "ce": (),
+    "weighted_ce": ("class_weights",),
+    "b_focal": ("focal_gamma", "focal_alpha"),
+    "c_focal": ("class_weights", "focal_gamma", "focal_alpha"),
+    "dice": ("smooth",),
+    "bce_dice": ("smooth",),
+    "ce_dice": ("beta", "smooth"),
+    "g_dice": ("smooth",),
+    "jaccard": ("smooth",),
+    "bce_jaccard": ("smooth",),
+    "ce_jaccard": ("smooth",),
+    "tversky": ("tversky_alpha", "tversky_beta", "smooth"),
+    "f_tversky": ("tversky_alpha", "tversky_beta", "ftversky_gamma", "smooth"),
 }
 
 # option -> (check(value) -> bool, what a valid value is, CLI help)
@@ -48,10 +51,17 @@ SCALAR_OPTIONS = {
 OPTIONS = ("class_weights",) + tuple(SCALAR_OPTIONS)
 
 
+
+def check_loss_name(loss_name, n_classes):
+    if loss_name not in LOSS_OPTIONS:
+        raise UserError(f"--loss {loss_name!r} is unknown; valid names: {', '.join(LOSS_OPTIONS)}")
+    if int(n_classes) < 2:
+        raise UserError(f"--loss {loss_name} needs --n_classes >= 2 (background + classes); got {n_classes}")
+
+
 def accepted_options(loss_name):
-    """The option names a loss takes: its keyword arguments after `ignore_label`."""
-    params = list(inspect.signature(LOSSES[loss_name]).parameters)
-    return params[params.index("ignore_label") + 1:]
+    """The option names a loss takes."""
+    return list(LOSS_OPTIONS[loss_name])
 
 
 def check_options(loss_name, n_classes, options):
@@ -77,55 +87,13 @@ def check_options(loss_name, n_classes, options):
     return checked
 
 
-# === The Keras loss ===
+# === The Keras loss, loaded on first use ===
 
-@keras.saving.register_keras_serializable(package="segmentation")
-class SegmentationLoss(keras.losses.Loss):
-    """A registered loss by name; `get_config` carries every option so checkpoints reload."""
-
-    def __init__(self, loss_name, n_classes, ignore_label=255, options=None, name=None,
-                 reduction="sum_over_batch_size", dtype=None):
-        super().__init__(name=name or loss_name, reduction=reduction, dtype=dtype)
-        if loss_name not in LOSSES:
-            raise UserError(f"--loss {loss_name!r} is unknown; valid names: {', '.join(LOSSES)}")
-        if int(n_classes) < 2:
-            raise UserError(f"--loss {loss_name} needs --n_classes >= 2 (background + classes); "
-                            f"got {n_classes}")
-        self.loss_name = loss_name
-        self.n_classes = int(n_classes)
-        self.ignore_label = int(ignore_label)
-        self.options = check_options(loss_name, self.n_classes, dict(options or {}))
-        self.fn = LOSSES[loss_name]
-
-    def call(self, y_true, y_pred):
-        return _per_replica(self.fn(y_true, y_pred, self.n_classes, self.ignore_label, **self.options))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(loss_name=self.loss_name, n_classes=self.n_classes,
-                      ignore_label=self.ignore_label, options=self.options)
-        return config
-
-
-def _per_replica(loss):
-    """Divide by the replica count under `tf.distribute`, as Keras does for the losses it reduces.
-
-    Keras scales a loss by 1/replicas only when it reduces per-sample values
-    itself; these losses return the scalar mean over valid pixels, which Keras
-    passes through. The replicas' gradients are summed, so without this a
-    two-device run would step twice as far (and report twice the loss).
-    """
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if replicas > 1:
-            loss = loss / replicas
-    return loss
-
-
-def get_loss(name, n_classes, ignore_label=255, **options):
-    """The loss `name` as a Keras loss; an unknown name lists the valid ones, a bad option says why."""
-    return SegmentationLoss(name, n_classes, ignore_label, options)
+def __getattr__(name):
+    if name in ("LOSSES", "SegmentationLoss", "get_loss"):
+        from losses import keras_loss
+        return getattr(keras_loss, name)
+    raise AttributeError(f"module 'losses' has no attribute {name!r}")
 
 
 # === Command line ===

@@ -7,6 +7,7 @@ import pytest
 import keras
 import tensorflow as tf
 
+from conftest import ROOT
 from losses import LOSSES, accepted_options, add_loss_arguments, get_loss, loss_options
 from losses.class_weights import median_frequency, parse_class_weights
 from utils.errors import UserError
@@ -291,6 +292,25 @@ def test_accepted_options():
     assert accepted_options("ce") == []
     assert accepted_options("c_focal") == ["class_weights", "focal_gamma", "focal_alpha"]
     assert accepted_options("f_tversky") == ["tversky_alpha", "tversky_beta", "ftversky_gamma", "smooth"]
+
+
+def test_keras_free_option_table_matches_the_loss_signatures():
+    """losses.LOSS_OPTIONS answers flag checks before Keras loads; it must say what the functions take."""
+    import inspect
+    from losses import LOSS_OPTIONS
+    assert set(LOSS_OPTIONS) == set(LOSSES)
+    for name, function in LOSSES.items():
+        params = list(inspect.signature(function).parameters)
+        assert LOSS_OPTIONS[name] == tuple(params[params.index("ignore_label") + 1:]), name
+
+
+def test_loss_names_and_options_check_without_keras():
+    import subprocess
+    import sys
+    code = ("import sys, losses; losses.check_options('c_focal', 2, {'focal_gamma': 1.0}); "
+            "losses.check_loss_name('dice', 2); assert 'keras' not in sys.modules, 'keras imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_config_round_trip_keeps_options(batch):
