@@ -16,22 +16,18 @@ import warnings
 import numpy as np
 
 from utils.errors import UserError
+from utils.model_files import check_model_file, loader_errors
 
 SIDECAR_SUFFIX = ".json"
 
 
-def model_format(path):
-    """'keras', 'onnx', 'savedmodel' or 'tflite', from the path alone."""
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "saved_model.pb")):
-            return "savedmodel"
-        raise UserError(f"{path}: a folder that is neither a train.py run nor a SavedModel (no saved_model.pb)")
-    extension = os.path.splitext(path)[1].lower()
-    formats = {".keras": "keras", ".onnx": "onnx", ".tflite": "tflite"}
-    if extension not in formats:
-        raise UserError(f"{path}: unknown model file type {extension!r}; expected .keras, .onnx, .tflite "
-                        "or a SavedModel folder")
-    return formats[extension]
+PREDICTOR_KINDS = ("keras", "onnx", "savedmodel", "tflite")
+
+
+def model_format(path, flag="--weights_path"):
+    """'keras', 'onnx', 'savedmodel' or 'tflite', after `check_model_file` has read the file's header:
+    a missing, empty, damaged or mislabelled model is a one-line `UserError` naming `flag` and `path`."""
+    return check_model_file(path, flag, accepted=PREDICTOR_KINDS)
 
 
 def sidecar_path(model_path):
@@ -55,15 +51,28 @@ class Predictor:
 
 # === Keras ===
 
-def load_keras_model(path):
-    """The checkpoint's model with its main output only (auxiliary training heads dropped)."""
+def main_output_model(model):
+    """`model` itself when it has one output, else a model sharing its layers that returns only
+    `outputs[0]`, the main head: auxiliary training heads (pspnet's aux branch) are not predictions."""
+    import keras
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+
+
+def load_keras_model(path, flag="--weights_path"):
+    """The checkpoint's model with its main output only (auxiliary training heads dropped).
+
+    The file is checked first (`check_model_file`); a load that still fails (damage inside, a file of
+    another Keras version) is a one-line `UserError` naming `flag` and `path` with Keras' reason.
+    """
     import keras
 
     import Models  # noqa: F401  registers the models' custom layers before loading
-    model = keras.models.load_model(path, compile=False, safe_mode=True)
-    if len(model.outputs) > 1:
-        model = keras.Model(model.inputs, model.outputs[0], name=model.name)
-    return model
+    check_model_file(path, flag, accepted=("keras",))
+    with loader_errors(path, flag, "Keras"):
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    return main_output_model(model)
 
 
 def keras_predictor(model):
@@ -92,6 +101,8 @@ def onnx_predictor(path, threads=None):
 def savedmodel_predictor(path):
     import tensorflow as tf
     loaded = tf.saved_model.load(path)
+    if "serving_default" not in loaded.signatures:
+        raise UserError(f"{path}: the SavedModel has no serving_default signature (export it with tools/export.py)")
     signature = loaded.signatures["serving_default"]
     ((input_name, input_spec),) = signature.structured_input_signature[1].items()
     ((output_name, output_spec),) = signature.structured_outputs.items()
@@ -130,12 +141,19 @@ def tflite_predictor(path):
                      output_detail["name"])
 
 
-def load_predictor(path, threads=None):
-    fmt = model_format(path)
+LOADERS = {"keras": "Keras", "onnx": "onnxruntime", "savedmodel": "TensorFlow",
+           "tflite": "the TFLite interpreter"}
+
+
+def load_predictor(path, threads=None, flag="--weights_path"):
+    """The `Predictor` of a checked model file (see `model_format`); a load that fails after the checks
+    is a one-line `UserError` naming `flag`, `path` and the runtime, never a traceback."""
+    fmt = model_format(path, flag)
     if fmt == "keras":
-        return keras_predictor(load_keras_model(path))
-    if fmt == "onnx":
-        return onnx_predictor(path, threads)
-    if fmt == "savedmodel":
-        return savedmodel_predictor(path)
-    return tflite_predictor(path)
+        return keras_predictor(load_keras_model(path, flag))
+    with loader_errors(path, flag, LOADERS[fmt]):
+        if fmt == "onnx":
+            return onnx_predictor(path, threads)
+        if fmt == "savedmodel":
+            return savedmodel_predictor(path)
+        return tflite_predictor(path)

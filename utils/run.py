@@ -49,13 +49,27 @@ def save_model_atomic(model, path):
 
 
 def read_json(path, what):
+    """The JSON object in `path`; anything else (missing, a folder, unreadable, not UTF-8, not JSON, JSON
+    that is not an object) is a one-line `UserError` naming `path` and `what` it should hold."""
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+            data = json.load(handle)
     except FileNotFoundError:
         raise UserError(f"{path}: {what} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise UserError(f"{path}: {what} is a folder, expected a JSON file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: {what} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: {what} is not UTF-8 text, so not JSON") from None
+    except json.JSONDecodeError as exc:
         raise UserError(f"{path}: {what} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise UserError(f"{path}: {what} is not valid JSON (nested too deeply)") from None
+    if not isinstance(data, dict):
+        kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+        raise UserError(f"{path}: {what} must be a JSON object, not {kinds.get(type(data), 'null')}")
+    return data
 
 
 def find_run_config(weights_path):

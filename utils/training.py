@@ -175,32 +175,31 @@ def _weighted_layers(model):
 
 
 def read_pretrained(path):
-    """{layer name: [arrays]} from a `.keras` model or a Keras (2 or 3) `.h5` weights file."""
-    if not os.path.isfile(path):
-        raise UserError(f"--pretrained {path}: no such file")
-    if path.endswith(".keras"):
+    """{layer name: [arrays]} from a `.keras` model or a Keras (2 or 3) `.h5` weights file.
+
+    The file is checked before any loader reads it (`check_model_file`); every problem, up to damage
+    inside the file, is a one-line `UserError` naming --pretrained and the file.
+    """
+    from utils.model_files import check_model_file, loader_errors
+    kind = check_model_file(path, "--pretrained", accepted=("keras", "h5"))
+    if kind == "keras":
         from utils.inference import load_keras_model
-        source = load_keras_model(path)
+        source = load_keras_model(path, "--pretrained")
         return {layer.name: [keras.ops.convert_to_numpy(w) for w in layer.weights]
                 for layer in _weighted_layers(source)}
-    if path.endswith(".h5"):
-        import h5py
-        try:
-            with h5py.File(path, "r") as handle:
-                group = handle["model_weights"] if "model_weights" in handle else handle
-                if "layer_names" not in group.attrs:
-                    raise UserError(f"--pretrained {path}: not a Keras layer-by-name weights file "
-                                    "(no layer_names); save one with model.save('x.keras') instead")
-                weights = {}
-                for name in group.attrs["layer_names"]:
-                    name = name.decode() if isinstance(name, bytes) else name
-                    names = [n.decode() if isinstance(n, bytes) else n for n in group[name].attrs["weight_names"]]
-                    if names:
-                        weights[name] = [np.asarray(group[name][n]) for n in names]
-                return weights
-        except OSError as exc:
-            raise UserError(f"--pretrained {path}: not a readable HDF5 file ({exc})") from None
-    raise UserError(f"--pretrained {path}: expected a .keras model or an .h5 weights file")
+    import h5py
+    with loader_errors(path, "--pretrained", "h5py"), h5py.File(path, "r") as handle:
+        group = handle["model_weights"] if "model_weights" in handle else handle
+        if "layer_names" not in group.attrs:
+            raise UserError(f"--pretrained {path}: not a Keras layer-by-name weights file "
+                            "(no layer_names); save one with model.save('x.keras') instead")
+        weights = {}
+        for name in group.attrs["layer_names"]:
+            name = name.decode() if isinstance(name, bytes) else name
+            names = [n.decode() if isinstance(n, bytes) else n for n in group[name].attrs["weight_names"]]
+            if names:
+                weights[name] = [np.asarray(group[name][n]) for n in names]
+        return weights
 
 
 def load_pretrained(model, path):
