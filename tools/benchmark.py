@@ -135,7 +135,8 @@ def measure_model(name, options, size, batch_size, seconds, jit_compile=False, m
         row["gmacs"] = forward_macs(model, height, width) / 1e9
     if inference:
         from tools.benchmark_inference import inference_rates
-        main_model = model if heads == 1 else keras.Model(model.inputs, model.outputs[0])
+        from utils.inference import main_output_model
+        main_model = main_output_model(model)
         rates = inference_rates(main_model, [8], seconds / 2)
         row.update(keras_infer_images_per_s=rates["keras", 8], onnx_infer_images_per_s=rates["onnxruntime", 8])
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

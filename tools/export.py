@@ -92,7 +92,7 @@ def check_parity(expected, exported_path, batch):
 
     from utils.inference import load_predictor
     try:
-        predictor = load_predictor(exported_path)
+        predictor = load_predictor(exported_path, flag="")
         actual = predictor(batch)
     except Exception as exc:  # the runtime rejects what the converter wrote: report it as a failed check
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -113,15 +113,16 @@ def main(argv=None):
     args = parse_args(argv)
     import keras
 
-    from utils.inference import load_keras_model, model_format, sidecar_path
-    from utils.run import best_checkpoint, find_run_config, write_json_atomic
+    from utils.inference import load_keras_model, sidecar_path
+    from utils.model_files import check_model_file
+    from utils.run import STATE_FILE, best_checkpoint, find_run_config, write_json_atomic
 
-    if not os.path.exists(args.weights_path):
-        raise UserError(f"--weights_path {args.weights_path}: no such file or folder")
+    if os.path.isdir(args.weights_path) and not os.path.isfile(os.path.join(args.weights_path, STATE_FILE)):
+        raise UserError(f"--weights_path {args.weights_path}: a folder that is not a train.py run "
+                        f"(no {STATE_FILE}); export takes a .keras checkpoint or a run folder")
     config = find_run_config(args.weights_path) or {}
     checkpoint = best_checkpoint(args.weights_path) if os.path.isdir(args.weights_path) else args.weights_path
-    if model_format(checkpoint) != "keras":
-        raise UserError(f"--weights_path {checkpoint}: export takes a .keras checkpoint")
+    check_model_file(checkpoint, "--weights_path", accepted=("keras",))
     output = os.path.normpath(args.output or default_output(checkpoint, args.format))
     if os.path.exists(output) or os.path.exists(sidecar_path(output)):
         raise UserError(f"--output {output}: already exists; choose a new path (exports never overwrite)")

@@ -57,7 +57,8 @@ def main_output_model(model):
     import keras
     if len(model.outputs) == 1:
         return model
-    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+    # `model.input` keeps the input structure (a tensor, not a one-element list): no warning on call.
+    return keras.Model(model.input, model.outputs[0], name=model.name)
 
 
 def load_keras_model(path, flag="--weights_path"):
@@ -118,9 +119,13 @@ def _tflite_interpreter(path):
     except ImportError:
         import tensorflow as tf
         Interpreter = tf.lite.Interpreter
+    with open(path, "rb") as handle:
+        content = handle.read()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-        return Interpreter(model_path=path)
+        # From a buffer the interpreter runs the flatbuffer verifier first; from a path it does not, and
+        # a damaged file then crashes the process (a segmentation fault) instead of raising.
+        return Interpreter(model_content=content)
 
 
 def tflite_predictor(path):

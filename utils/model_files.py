@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import zipfile
+import zlib
 
 from utils.errors import UserError
 
@@ -95,9 +96,10 @@ def check_model_file(path, flag, accepted=ALL_KINDS):
     return kind
 
 
-def _not_what_suffix_says(where, what, content):
-    also = f" (its content is {CONTENT_NAMES[content]})" if content else ""
-    return UserError(f"{where}: is not {what}{also}")
+def _not_what_suffix_says(where, what, content, missing=None):
+    """'<where>: is not <what> (its content is <what it is>)', else '(<missing>)' when the content is unknown."""
+    why = f"its content is {CONTENT_NAMES[content]}" if content else missing
+    return UserError(f"{where}: is not {what}" + (f" ({why})" if why else ""))
 
 
 def _check_savedmodel(path, where, accepted, expected):
@@ -129,7 +131,7 @@ def _check_keras(path, where, content, size):
             config = json.loads(archive.read("config.json").decode("utf-8"))
     except UserError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError) as exc:
         # A zip's directory is its last part: a cut file starts like a zip and loses exactly that.
         reason = "its zip directory, at the end, is missing" if "not a zip file" in str(exc) else first_line(exc)
         raise UserError(f"{where}: truncated or damaged .keras zip archive ({reason})") from None
@@ -141,7 +143,7 @@ def _check_keras(path, where, content, size):
 
 def _check_h5(path, where, content, size):
     if content != "hdf5":
-        raise _not_what_suffix_says(where, "an HDF5 file (no HDF5 signature)", content)
+        raise _not_what_suffix_says(where, "an HDF5 file", content, "no HDF5 signature")
     import h5py
     try:
         with h5py.File(path, "r"):
@@ -168,8 +170,7 @@ def _check_onnx(path, where, content, size):
 
 def _check_tflite(path, where, content, size):
     if content != "tflite":
-        raise _not_what_suffix_says(where, f"a TFLite model (no {TFLITE_IDENTIFIER.decode()} identifier)",
-                                    content)
+        raise _not_what_suffix_says(where, "a TFLite model", content, f"no {TFLITE_IDENTIFIER.decode()} identifier")
     if size < 16:
         raise UserError(f"{where}: truncated TFLite model ({size} bytes)")
 
