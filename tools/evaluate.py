@@ -33,6 +33,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from utils.model_files import check_folder, check_text_file
+    check_folder(args.pred_dir, "--pred_dir")
+    check_folder(args.label_dir, "--label_dir")
+    if args.class_names:  # a binary file would otherwise fail in the UTF-8 decoder with a traceback
+        check_text_file(args.class_names, "--class_names")
+    if os.path.isfile(args.output_path):
+        raise UserError(f"--output_path {args.output_path}: a file, expected a folder for the report")
     from metrics.evaluation import (evaluate_folders, format_table, read_class_names_file, summarize,
                                     write_report)
     from utils.paths import new_output_dir
