@@ -179,29 +179,16 @@ def decode_mask(image, values, ignore_label):
 # === Pairing and I/O ===
 
 def pair_by_stem(image_dir, mask_dir):
-    from utils.image import IMAGE_EXTS, LABEL_EXTS, list_files
-    for folder, flag in ((image_dir, "--train_path"), (mask_dir, "--mask_path")):
-        if not os.path.isdir(folder):
-            raise UserError(f"{flag} {folder}: folder not found")
-    images = {os.path.splitext(os.path.basename(p))[0]: p for p in list_files(image_dir, IMAGE_EXTS)}
-    masks = {os.path.splitext(os.path.basename(p))[0]: p for p in list_files(mask_dir, LABEL_EXTS)}
-    jpeg_masks = list_files(mask_dir, (".jpg", ".jpeg"))
-    if jpeg_masks:
-        raise UserError(f"{jpeg_masks[0]}: masks saved as JPEG hold corrupted class ids; convert them to PNG first "
-                        f"({len(jpeg_masks)} JPEG masks in {mask_dir})")
-    unpaired = sorted(set(images) ^ set(masks))
-    if unpaired:
-        names = ", ".join(unpaired[:8]) + (f" ... ({len(unpaired)} in all)" if len(unpaired) > 8 else "")
-        raise UserError(f"unpaired files (no image or no mask with the same stem): {names}")
-    if not images:
-        raise UserError(f"--train_path {image_dir}: no images found")
-    return [(stem, images[stem], masks[stem]) for stem in sorted(images)]
+    """[(stem, image_path, mask_path)] sorted by stem; problems are `utils.dataset_files.paired_files`'s errors."""
+    from utils.dataset_files import paired_files
+    pairs = paired_files(image_dir, mask_dir, label_word="mask", image_flag="--train_path", label_flag="--mask_path")
+    return [(os.path.splitext(os.path.basename(image))[0], image, mask) for image, mask in pairs]
 
 
 def read_pair(image_path, mask_path):
     """(PIL image upright as OpenCV reads it, mask class ids, mask PIL mode, mask palette or None)."""
     from PIL import Image, ImageOps
-    from utils.image import read_label
+    from utils.image import check_same_size, read_label
     try:
         with Image.open(image_path) as img:
             image = ImageOps.exif_transpose(img)  # cv2.imread (data.py) honours EXIF orientation too
@@ -211,9 +198,7 @@ def read_pair(image_path, mask_path):
     mask = read_label(mask_path)
     with Image.open(mask_path) as m:
         mode, palette = m.mode, (m.getpalette() if m.mode == "P" else None)
-    if mask.shape != (image.size[1], image.size[0]):
-        raise UserError(f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image "
-                        f"{image_path} size {image.size[0]}x{image.size[1]}")
+    check_same_size(mask.shape, mask_path, (image.size[1], image.size[0]), image_path, what="mask")
     return image, mask, mode, palette
 
 

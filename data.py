@@ -1,25 +1,24 @@
-"""Data set discovery, checking and the batch generator.
+"""Data set discovery, loading one sample, and the batch generator.
 
 Layout: `<data_root>/<dataset_name>/{train,val,test}_{image,label}/`.
 Images (.jpg .jpeg .png .bmp .tif) and labels (.png, class indices) are
-paired by file stem. `SegmentationDataset` is a `keras.utils.PyDataset`, so
-it works on every Keras backend, decodes batches in parallel threads, and
-holds only the batches in flight in memory.
+paired by file stem (`utils.dataset_files`); the checks train.py runs first
+are `utils.dataset_checks.verify`. `SegmentationDataset` is a
+`keras.utils.PyDataset`, so it works on every Keras backend, decodes batches
+in parallel threads, and holds only the batches in flight in memory.
 """
 import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 import keras
 
+from utils.dataset_files import SPLITS, default_class_names, paired_files  # noqa: F401  (test.py imports them here)
+from utils.dataset_files import read_class_names as read_names_file
 from utils.errors import UserError
-from utils.image import (IMAGE_EXTS, LABEL_EXTS, check_label_values, fit_image, fit_label,
-                         list_files, normalize, read_image, read_label)
-
-SPLITS = ("train", "val", "test")
+from utils.image import check_label_values, check_same_size, fit_image, fit_label, normalize, read_image, read_label
 
 
 # === Discovery and pairing ===
@@ -33,47 +32,14 @@ def has_split(data_root, dataset_name, split):
     return all(os.path.isdir(d) for d in split_dirs(data_root, dataset_name, split))
 
 
-def _by_stem(paths, folder):
-    stems = {}
-    for path in paths:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        if stem in stems:
-            raise UserError(
-                f"{folder}: two files share the stem {stem!r} "
-                f"({os.path.basename(stems[stem])}, {os.path.basename(path)}); stems must be unique"
-            )
-        stems[stem] = path
-    return stems
-
-
-def _short_list(names, limit=8):
-    names = sorted(names)
-    return ", ".join(names[:limit]) + (f" ... ({len(names)} in all)" if len(names) > limit else "")
-
-
 def pair_files(image_dir, label_dir):
-    """[(image_path, label_path)] paired by file stem, sorted by stem.
+    """[(image_path, label_path)] paired by file stem, sorted by stem; `utils.dataset_files.paired_files`.
 
-    Unpaired files are an error that lists them: pairing by sorted position
-    (what the original did) silently mislabels a data set with a missing file.
+    Unpaired files, a stem repeated in one folder and JPEG labels are errors that name the
+    files: pairing by sorted position (what the original did) silently mislabels a data set
+    with a missing file.
     """
-    for folder in (image_dir, label_dir):
-        if not os.path.isdir(folder):
-            raise UserError(f"{folder}: folder not found")
-    images = _by_stem(list_files(image_dir, IMAGE_EXTS), image_dir)
-    labels = _by_stem(list_files(label_dir, LABEL_EXTS), label_dir)
-    no_label = set(images) - set(labels)
-    no_image = set(labels) - set(images)
-    if no_label or no_image:
-        parts = []
-        if no_label:
-            parts.append(f"images without a label in {label_dir}: {_short_list(no_label)}")
-        if no_image:
-            parts.append(f"labels without an image in {image_dir}: {_short_list(no_image)}")
-        raise UserError("unpaired files: " + "; ".join(parts))
-    if not images:
-        raise UserError(f"{image_dir}: no images ({', '.join(IMAGE_EXTS)}) found")
-    return [(images[stem], labels[stem]) for stem in sorted(images)]
+    return paired_files(image_dir, label_dir)
 
 
 def find_split(data_root, dataset_name, split):
@@ -83,31 +49,15 @@ def find_split(data_root, dataset_name, split):
     return pair_files(*split_dirs(data_root, dataset_name, split))
 
 
-def image_size(path):
-    """(height, width) read from the file header, without decoding pixels."""
-    try:
-        with Image.open(path) as img:
-            return img.size[1], img.size[0]
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot be read as an image ({exc})") from None
+def read_class_names(data_root, dataset_name, n_classes):
+    """Class names from `<data_root>/<dataset_name>/classes.txt`, else class_0...
 
-
-def scan_pairs(pairs, n_classes, ignore_label):
-    """Check every label's values and every pair's sizes; return per-class pixel counts.
-
-    Runs before training so that a bad file stops the run at once with its
-    name, not in a worker thread halfway through an epoch.
+    The file's rules (blank lines, too many names, repeated names): `utils.dataset_files.read_class_names`.
     """
-    counts = np.zeros(256, dtype=np.int64)
-    for image_path, label_path in pairs:
-        label = read_label(label_path)
-        counts += check_label_values(label, label_path, n_classes, ignore_label)
-        if image_size(image_path) != label.shape:
-            raise UserError(
-                f"{label_path}: label size {label.shape[1]}x{label.shape[0]} differs from "
-                f"image {image_path} size {image_size(image_path)[1]}x{image_size(image_path)[0]}"
-            )
-    return counts
+    path = os.path.join(data_root, dataset_name, "classes.txt")
+    if not os.path.isfile(path):
+        return default_class_names(n_classes)
+    return read_names_file(path, n_classes)
 
 
 # === Loading one sample ===
@@ -129,14 +79,15 @@ class Preprocessing:
 
 
 def load_pair(image_path, label_path, prep, n_classes, augmenter=None, rng=None):
-    """Read, check, (augment,) resize and normalise one sample -> (float32 HxWx3, int32 HxW)."""
+    """Read, check, (augment,) resize and normalise one sample -> (float32 HxWx3, int32 HxW).
+
+    This is where every label's values are checked during training: train.py's data set check
+    (`verify(..., cheap=True)`) reads headers only, so a value that is neither a class nor the
+    ignore label raises a `UserError` naming the file when its batch is first drawn.
+    """
     image = read_image(image_path)
     label = read_label(label_path)
-    if image.shape[:2] != label.shape:
-        raise UserError(
-            f"{label_path}: label size {label.shape[1]}x{label.shape[0]} differs from "
-            f"image size {image.shape[1]}x{image.shape[0]}"
-        )
+    check_same_size(label.shape, label_path, image.shape, image_path)
     if label.max() >= n_classes:  # only then can a value be out of range: the full check names it
         check_label_values(label, label_path, n_classes, prep.ignore_label)
     if augmenter is not None:
@@ -152,6 +103,8 @@ class SegmentationDataset(keras.utils.PyDataset):
     The order is a fresh permutation every epoch, drawn from
     `(seed, epoch)` alone, so a run (and a resumed run) is reproducible.
     `workers` threads decode batches in parallel (OpenCV releases the GIL).
+    A bad sample raises `UserError` (see `load_pair`); the first one is also kept in
+    `user_error`, because `model.fit` on the TensorFlow backend re-raises it wrapped.
     """
 
     def __init__(self, pairs, batch_size, prep, n_classes, shuffle=True, seed=0,
@@ -169,6 +122,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.epoch = start_epoch
         self.label_copies = label_copies  # a model with an auxiliary head takes the labels once per output
         self._order = self._permutation(self.epoch)
+        self.user_error = None  # the first UserError a batch raised: see __getitem__
 
     def _permutation(self, epoch):
         if not self.shuffle:
@@ -188,7 +142,13 @@ class SegmentationDataset(keras.utils.PyDataset):
         for i in indices:
             # Per-sample RNG: the augmentation of a sample is independent of thread timing.
             rng = np.random.default_rng([self.seed, self.epoch, int(i)]) if self.augmenter else None
-            image, label = load_pair(*self.pairs[i], self.prep, self.n_classes, self.augmenter, rng)
+            try:
+                image, label = load_pair(*self.pairs[i], self.prep, self.n_classes, self.augmenter, rng)
+            except UserError as exc:
+                # TensorFlow's tf.data re-raises it as InvalidArgumentError (message and traceback
+                # folded together), so the caller reads the original here to print one line.
+                self.user_error = self.user_error or exc
+                raise
             images.append(image)
             labels.append(label)
         labels = np.stack(labels)
@@ -196,18 +156,3 @@ class SegmentationDataset(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)
-
-
-def read_class_names(data_root, dataset_name, n_classes):
-    """Class names from `<data_root>/<dataset_name>/classes.txt` (line = index), else class_0..."""
-    path = os.path.join(data_root, dataset_name, "classes.txt")
-    if not os.path.isfile(path):
-        return default_class_names(n_classes)
-    with open(path, encoding="utf-8") as handle:
-        names = [line.strip() for line in handle if line.strip()]
-    return (names + default_class_names(n_classes)[len(names):])[:n_classes]
-
-
-def default_class_names(n_classes):
-    return [f"class_{i}" for i in range(n_classes)]
-

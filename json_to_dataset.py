@@ -50,16 +50,14 @@ class AnnotationError(Exception):
 # === Class map ===
 
 def read_labels_file(path, ignore_label):
-    """labels.txt -> (names in id order, {name: id}); `__ignore__` maps to `ignore_label`."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            lines = [line.strip() for line in handle if line.strip()]
-    except OSError as exc:
-        raise UserError(f"--labels {path}: cannot be read ({exc})") from None
-    names = [n for n in lines if n != IGNORE]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise UserError(f"--labels {path}: names listed twice: {', '.join(dup)}")
+    """labels.txt -> (names in id order, {name: id}).
+
+    The file's rules are `utils.dataset_files.read_class_names`'s (blank lines skipped, a name
+    listed twice is an error); labelme's special names on top: `__ignore__` takes no id (it maps
+    to `ignore_label`), `_background_` must be the first id when listed and is added as 0 when not.
+    """
+    from utils.dataset_files import read_class_names
+    names = [n for n in read_class_names(path, flag="--labels") if n != IGNORE]
     if BACKGROUND in names and names[0] != BACKGROUND:
         raise UserError(f"--labels {path}: {BACKGROUND} must come first (after {IGNORE}): it is class 0")
     if BACKGROUND not in names:

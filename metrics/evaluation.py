@@ -141,60 +141,28 @@ def write_charts(output_path, summary, matrix):
 
 # === Folders of saved masks ===
 
-def read_class_names_file(path, n_classes):
-    """One name per line (blank lines skipped); missing names become class_<i>, extra ones are an error."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            names = [line.strip() for line in handle if line.strip()]
-    except OSError as exc:
-        raise UserError(f"--class_names {path}: cannot be read ({exc.strerror})") from None
-    if len(names) > n_classes:
-        raise UserError(f"--class_names {path}: {len(names)} names for {n_classes} classes (--n_classes)")
-    return names + [f"class_{i}" for i in range(len(names), n_classes)]
-
-
-def _stems(folder, what):
-    from utils.image import LABEL_EXTS, list_files
-    if not os.path.isdir(folder):
-        raise UserError(f"{what} {folder}: folder not found")
-    stems = {}
-    for path in list_files(folder, LABEL_EXTS):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        stems[stem] = path
-    return stems
+def read_class_names_file(path, n_classes, count_flag="--n_classes"):
+    """`--class_names` file -> n_classes names; the rules: `utils.dataset_files.read_class_names`."""
+    from utils.dataset_files import read_class_names
+    return read_class_names(path, n_classes, flag="--class_names", count_flag=count_flag)
 
 
 def pair_masks(pred_dir, label_dir):
     """[(prediction PNG, label PNG)] paired by file stem; a file without its partner is an error."""
-    preds = _stems(pred_dir, "--pred_dir")
-    labels = _stems(label_dir, "--label_dir")
-    missing_pred = sorted(set(labels) - set(preds))
-    missing_label = sorted(set(preds) - set(labels))
-
-    def short(names):
-        return ", ".join(names[:8]) + (f" ... ({len(names)} in all)" if len(names) > 8 else "")
-    if missing_pred or missing_label:
-        parts = []
-        if missing_pred:
-            parts.append(f"labels without a prediction in {pred_dir}: {short(missing_pred)}")
-        if missing_label:
-            parts.append(f"predictions without a label in {label_dir}: {short(missing_label)}")
-        raise UserError("unpaired files: " + "; ".join(parts))
-    if not preds:
-        raise UserError(f"--pred_dir {pred_dir}: no .png masks found")
-    return [(preds[stem], labels[stem]) for stem in sorted(preds)]
+    from utils.dataset_files import paired_files
+    from utils.image import LABEL_EXTS
+    return paired_files(pred_dir, label_dir, image_word="prediction", label_word="label", image_exts=LABEL_EXTS,
+                        image_flag="--pred_dir", label_flag="--label_dir")
 
 
 def evaluate_folders(pred_dir, label_dir, n_classes, ignore_label=255):
     """The data set's (C, C) confusion matrix from saved masks, and the number of pairs."""
-    from utils.image import check_label_values, read_label
+    from utils.image import check_label_values, check_same_size, read_label
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
     pairs = pair_masks(pred_dir, label_dir)
     for pred_path, label_path in pairs:
         pred, label = read_label(pred_path), read_label(label_path)
-        if pred.shape != label.shape:
-            raise UserError(f"{pred_path}: prediction size {pred.shape[1]}x{pred.shape[0]} differs from "
-                            f"label {label_path} size {label.shape[1]}x{label.shape[0]}")
+        check_same_size(pred.shape, pred_path, label.shape, label_path, what="prediction", ref_what="label")
         check_label_values(label, label_path, n_classes, ignore_label)
         if pred.size and int(pred.max()) >= n_classes:
             raise UserError(f"{pred_path}: prediction value {int(pred.max())} outside 0..{n_classes - 1} "

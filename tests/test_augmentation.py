@@ -178,8 +178,9 @@ def test_largest_inner_rect_is_hand_checked():
 
 
 @pytest.mark.parametrize("problem, fragment", [
-    ("into_input", "is an input folder"), ("unpaired", "unpaired files"), ("jpeg_mask", "saved as JPEG"),
-    ("not_empty", "not empty"), ("size", "differs from image"),
+    ("into_input", "is an input folder"), ("unpaired", "unpaired files: images without a mask"),
+    ("jpeg_mask", r"s1\.jpg: mask saved as JPEG"), ("repeated", "s1.jpg and s1.png share the stem 's1'"),
+    ("not_empty", "not empty"), ("size", r"s1\.png: mask size 10x10 differs from image"),
 ])
 def test_bad_input_is_a_user_error(tmp_path, problem, fragment):
     image_dir, mask_dir = write_inputs(str(tmp_path), n=2)
@@ -189,6 +190,9 @@ def test_bad_input_is_a_user_error(tmp_path, problem, fragment):
     elif problem == "unpaired":
         os.remove(os.path.join(mask_dir, "s1.png"))
     elif problem == "jpeg_mask":
+        os.remove(os.path.join(mask_dir, "s1.png"))
+        cv2.imwrite(os.path.join(mask_dir, "s1.jpg"), np.zeros((48, 64), np.uint8))
+    elif problem == "repeated":  # a JPEG beside the PNG: which one was meant is unknowable
         cv2.imwrite(os.path.join(mask_dir, "s1.jpg"), np.zeros((48, 64), np.uint8))
     elif problem == "not_empty":
         os.makedirs(out[0])

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import shared_dataset, write_dataset
 from data import (Preprocessing, SegmentationDataset, find_split, load_pair, pair_files,
-                  read_class_names, scan_pairs, split_dirs)
+                  read_class_names, split_dirs)
+from utils.dataset_checks import count_classes
 from utils.errors import UserError
 
 
@@ -50,18 +51,22 @@ def test_missing_split_is_none_and_empty_folder_is_error(tmp_path):
         find_split(str(tmp_path), "empty", "train")
 
 
-def test_scan_reports_bad_values_and_size_mismatch(tmp_path):
+def test_load_pair_checks_size_and_values_and_the_generator_keeps_the_error(tmp_path):
     write_dataset(str(tmp_path), n_train=2)
     image_dir, label_dir = split_dirs(str(tmp_path), "tiny", "train")
     pairs = pair_files(image_dir, label_dir)
-    counts = scan_pairs(pairs, 2, 255)
-    assert counts[1] == 2 * 100 and counts[:2].sum() == 2 * 40 * 48
-    cv2.imwrite(os.path.join(label_dir, "train1.png"), np.full((40, 48), 255, np.uint8) * (np.arange(48) % 2))
-    with pytest.raises(UserError, match=r"train1\.png: .*0/255 mask"):
-        scan_pairs(pairs, 2, ignore_label=254)
     cv2.imwrite(os.path.join(label_dir, "train1.png"), np.zeros((10, 48), np.uint8))
-    with pytest.raises(UserError, match=r"train1\.png: label size 48x10 differs"):
-        scan_pairs(pairs, 2, 255)
+    with pytest.raises(UserError) as err:
+        load_pair(*pairs[1], Preprocessing(16, 16), 2)
+    assert str(err.value) == (f"{os.path.join(label_dir, 'train1.png')}: label size 48x10 differs from image "
+                              f"{os.path.join(image_dir, 'train1.png')} size 48x40")
+    cv2.imwrite(os.path.join(label_dir, "train1.png"), np.full((40, 48), 3, np.uint8))
+    data = SegmentationDataset(pairs, 1, Preprocessing(16, 16), 2, shuffle=False, workers=1)
+    data[0]
+    assert data.user_error is None
+    with pytest.raises(UserError, match=r"train1\.png: label values \{3\} include \[3\]"):
+        data[1]
+    assert "train1.png: label values {3}" in str(data.user_error)  # what train.py prints when tf.data wraps it
 
 
 def test_load_pair_resizes_and_normalises(tmp_path):
@@ -114,11 +119,14 @@ def test_class_names_from_classes_txt(tmp_path):
     assert read_class_names(str(tmp_path), "tiny", 2) == ["class_0", "class_1"]
     (tmp_path / "tiny" / "classes.txt").write_text("background\npart\n")
     assert read_class_names(str(tmp_path), "tiny", 3) == ["background", "part", "class_2"]
+    # utils.dataset_files.read_class_names's rule: more names than classes is an error (it was truncated).
+    with pytest.raises(UserError, match=r"classes\.txt: 2 names for 1 classes \(--n_classes\)"):
+        read_class_names(str(tmp_path), "tiny", 1)
 
 
 def test_real_bbufdataset_pairs_and_values():
     root = os.path.dirname(shared_dataset("bbufdataset"))
     pairs = find_split(root, "bbufdataset", "train")
     assert len(pairs) == 96
-    counts = scan_pairs(pairs[:8], 2, 255)
+    counts = count_classes(pairs[:8], 2, 255)
     assert counts[0] > 0 and counts[1] > 0 and counts[2:].sum() == 0

@@ -4,8 +4,9 @@ import pytest
 from PIL import Image
 
 from utils.errors import UserError
-from utils.image import (check_label_values, fit_label, letterbox_geometry, letterbox_label, normalize,
-                         read_image, read_label, resize_label, restore_probabilities, voc_palette, write_png)
+from utils.image import (check_label_values, check_same_size, fit_label, letterbox_geometry, letterbox_label,
+                         normalize, read_image, read_label, resize_label, restore_probabilities, size_mismatch,
+                         voc_palette, write_png)
 
 
 # === Normalisation ===
@@ -101,3 +102,24 @@ def test_voc_palette_first_colours():
     assert palette[1].tolist() == [128, 0, 0]
     assert palette[2].tolist() == [0, 128, 0]
     assert palette[15].tolist() == [192, 128, 128]
+
+
+# shape, reference shape, what, ref_what -> message (None: same size); messages give width x height
+SIZES = [
+    ((40, 48), (40, 48, 3), "label", "image", None),  # channels are not a size
+    ((40, 40), (40, 48, 3), "label", "image", "L.png: label size 40x40 differs from image I.jpg size 48x40"),
+    ((48, 40), (40, 48), "label", "image", "L.png: label size 40x48 differs from image I.jpg size 48x40"),  # transposed
+    ((17, 22), (17, 23), "prediction", "label", "L.png: prediction size 22x17 differs from label I.jpg size 23x17"),
+    ((10, 10), (48, 64), "mask", "image", "L.png: mask size 10x10 differs from image I.jpg size 64x48"),
+]
+
+
+@pytest.mark.parametrize("shape, ref_shape, what, ref_what, message", SIZES)
+def test_size_mismatch_wording(shape, ref_shape, what, ref_what, message):
+    assert size_mismatch(shape, "L.png", ref_shape, "I.jpg", what, ref_what) == message
+    if message is None:
+        check_same_size(shape, "L.png", ref_shape, "I.jpg", what, ref_what)
+    else:
+        with pytest.raises(UserError) as err:
+            check_same_size(shape, "L.png", ref_shape, "I.jpg", what, ref_what)
+        assert str(err.value) == message

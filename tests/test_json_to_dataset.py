@@ -195,3 +195,27 @@ def test_cli_bad_folder_is_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "json_to_dataset.py"), str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'nope'}: folder not found"
+
+
+# labels.txt text -> (names in id order, ids of the special names), or the error after "--labels <path>: "
+LABELS_FILES = [
+    ("labelme's own layout", "__ignore__\n_background_\ncat\ndog\n", ["_background_", "cat", "dog"], 255),
+    ("background added first", "\ncat\n\ndog\n", ["_background_", "cat", "dog"], 255),
+    ("background not first", "cat\n_background_\n", "_background_ must come first (after __ignore__): it is class 0",
+     None),
+    ("listed twice (the shared reader's rule)", "_background_\ncat\ncat\n", "names listed twice: cat", None),
+]
+
+
+@pytest.mark.parametrize("case, text, expected, ignore_id", LABELS_FILES, ids=[row[0] for row in LABELS_FILES])
+def test_read_labels_file_wraps_the_shared_reader(tmp_path, case, text, expected, ignore_id):
+    path = tmp_path / "labels.txt"
+    path.write_text(text)
+    if isinstance(expected, list):
+        names, mapping = j2d.read_labels_file(str(path), 255)
+        assert names == expected
+        assert mapping == {**{n: i for i, n in enumerate(expected)}, "__ignore__": ignore_id}
+    else:
+        with pytest.raises(UserError) as err:
+            j2d.read_labels_file(str(path), 255)
+        assert str(err.value) == f"--labels {path}: {expected}"

@@ -1,5 +1,6 @@
 """tools/voc_to_dataset.py: a VOC segmentation layout becomes the toolkit layout, labels untouched."""
 import os
+import re
 import subprocess
 import sys
 
@@ -76,8 +77,8 @@ def test_vocdevkit_folder_is_accepted(tmp_path):
 
 @pytest.mark.parametrize("problem, fragment", [
     ("missing", "2007_000002.jpg: listed but missing"),
-    ("value", "2007_000001.png: values [40] are neither a class"),
-    ("size", "2007_000003.png: size 10x10 differs"),
+    ("value", "2007_000001.png: label values {40} include [40] outside 0..20"),  # utils.image.check_label_values
+    ("size", "2007_000003.png: label size 10x10 differs from image"),  # utils.image.size_mismatch
     ("split", "--splits trainval"),
 ])
 def test_problems_are_listed_and_nothing_is_written(tmp_path, problem, fragment):
@@ -92,7 +93,7 @@ def test_problems_are_listed_and_nothing_is_written(tmp_path, problem, fragment)
     else:
         splits = "trainval"
     out = str(tmp_path / "out")
-    with pytest.raises(UserError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(UserError, match=re.escape(fragment)):
         voc_to_dataset.main(["--voc_root", voc, "--out", out, "--splits", splits])
     assert not os.path.exists(out)
 

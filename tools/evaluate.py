@@ -40,14 +40,14 @@ def main(argv=None):
         check_text_file(args.class_names, "--class_names")
     if os.path.isfile(args.output_path):
         raise UserError(f"--output_path {args.output_path}: a file, expected a folder for the report")
-    from metrics.evaluation import (evaluate_folders, format_table, read_class_names_file, summarize,
-                                    write_report)
+    from metrics.evaluation import evaluate_folders, format_table, summarize, write_report
+    from utils.dataset_files import read_class_names
     from utils.paths import new_output_dir
 
     if not args.n_classes <= args.ignore_label <= 255:
         raise UserError(f"--ignore_label {args.ignore_label} must be in {args.n_classes}..255 "
                         f"(above the class ids of --n_classes {args.n_classes})")
-    names = read_class_names_file(args.class_names, args.n_classes) if args.class_names else None
+    names = read_class_names(args.class_names, args.n_classes, flag="--class_names") if args.class_names else None
     matrix, n_pairs = evaluate_folders(args.pred_dir, args.label_dir, args.n_classes, args.ignore_label)
     summary = summarize(matrix, names)
     summary.update(pred_dir=args.pred_dir, label_dir=args.label_dir, images=n_pairs,

@@ -20,12 +20,10 @@ import os
 import shutil
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.cli import positive_int  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.image import read_label  # noqa: E402
+from utils.image import check_label_values, read_label, size_mismatch  # noqa: E402
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -63,14 +61,13 @@ def check_split(voc_root, ids, n_classes, ignore_label, problems):
         except (UserError, OSError) as exc:
             problems.append(str(exc))
             continue
-        if label.shape != size:
-            problems.append(f"{label_path}: size {label.shape[1]}x{label.shape[0]} differs from {image_path} "
-                            f"size {size[1]}x{size[0]}")
-        values = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
-        bad = [int(v) for v in values if v >= n_classes and v != ignore_label]
-        if bad:
-            problems.append(f"{label_path}: values {bad[:5]} are neither a class (0..{n_classes - 1}) "
-                            f"nor {ignore_label}")
+        mismatch = size_mismatch(label.shape, label_path, size, image_path)
+        if mismatch:
+            problems.append(mismatch)
+        try:
+            check_label_values(label, label_path, n_classes, ignore_label)
+        except UserError as exc:
+            problems.append(str(exc))
         pairs.append((image_path, label_path))
     return pairs
 

@@ -76,12 +76,35 @@ def read_label(path):
 
 
 def list_files(folder, extensions):
-    """Files in `folder` (not recursive) whose extension is in `extensions`, sorted."""
+    """Files in `folder` (not recursive, hidden names and sub-folders left out) whose extension is in
+    `extensions`, sorted."""
     return sorted(
         os.path.join(folder, name)
         for name in os.listdir(folder)
         if os.path.splitext(name)[1].lower() in extensions and not name.startswith(".")
+        and os.path.isfile(os.path.join(folder, name))
     )
+
+
+def size_mismatch(shape, path, ref_shape, ref_path, what="label", ref_what="image"):
+    """The toolkit's one wording of "these two files differ in size", or None when they agree.
+
+    `shape` and `ref_shape` are (height, width[, channels]) (an array's `.shape` or a header's
+    size); messages give width x height, as image tools do:
+    "<path>: label size 40x30 differs from image <ref_path> size 48x40".
+    """
+    (height, width), (ref_height, ref_width) = tuple(shape[:2]), tuple(ref_shape[:2])
+    if (height, width) == (ref_height, ref_width):
+        return None
+    return (f"{path}: {what} size {width}x{height} differs from {ref_what} {ref_path} "
+            f"size {ref_width}x{ref_height}")
+
+
+def check_same_size(shape, path, ref_shape, ref_path, what="label", ref_what="image"):
+    """Raise `UserError(size_mismatch(...))` when the two (height, width) differ."""
+    message = size_mismatch(shape, path, ref_shape, ref_path, what, ref_what)
+    if message:
+        raise UserError(message)
 
 
 def check_label_values(label, path, n_classes, ignore_label):
