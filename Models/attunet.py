@@ -2,14 +2,13 @@
 import keras
 
 from Models.blocks_unet import attention_gate, up_conv, unet_family
-from Models.common import image_input, segmentation_head, size_rule
+from Models.common import image_input, segmentation_head
 from Models.unet import double_conv
 
 # The seed's UNet widths (first stage 32, doubling at each of 4 poolings).
 FILTERS = (32, 64, 128, 256, 512)
 
 
-@size_rule(multiple=16)
 def attunet(n_classes, input_height, input_width):
     """Attention U-Net. Input size: height and width multiples of 16 (4 poolings).
 

@@ -1,76 +1,62 @@
-"""Pieces every model shares: the input-size rule, conv blocks and the output head."""
-from dataclasses import dataclass
+"""Pieces every model shares: conv + batch norm (+ activation), batch norm alone, input and output head.
 
+Layer names are part of each model's contract (weights load by name, tests pin
+them), so the helpers take the exact names or suffixes the caller wants.
+"""
 import keras
 from keras import layers
 
-from utils.errors import UserError
+# PyTorch's 0.1 (Keras' default is 0.99): moving statistics settle within an epoch or two when
+# training from scratch on small data sets.
+BN_MOMENTUM = 0.9
+
+# Activation name -> layer factory (name -> layer). The layer classes differ on purpose: they are
+# those of the reference implementations whose layer lists the models reproduce.
+ACTIVATIONS = {
+    "relu": lambda name: layers.Activation("relu", name=name),
+    "relu6": lambda name: layers.ReLU(6.0, name=name),
+    "leaky_relu": lambda name: layers.LeakyReLU(0.1, name=name),
+}
 
 
-class InputSizeError(UserError):
-    """An --input_height/--input_width that the model's architecture cannot take."""
-
-
-# === Input-size rules ===
-
-@dataclass(frozen=True)
-class SizeRule:
-    """Height and width must each be a multiple of `multiple` and at least `minimum`."""
-    multiple: int
-    minimum: int = 0
-
-    @property
-    def smallest(self):
-        return max(self.multiple, -(-self.minimum // self.multiple) * self.multiple)
-
-    def nearest(self, value):
-        """The legal sizes just below and above `value` (equal when `value` is legal)."""
-        below = max(self.smallest, value // self.multiple * self.multiple)
-        above = max(self.smallest, -(-value // self.multiple) * self.multiple)
-        return below, above
-
-    def describe(self):
-        text = f"height and width multiples of {self.multiple}"
-        return text + (f", at least {self.smallest}" if self.smallest > self.multiple else "")
-
-    def check(self, model_name, height, width):
-        problems = []
-        for flag, value in (("--input_height", height), ("--input_width", width)):
-            if value < self.smallest or value % self.multiple:
-                below, above = self.nearest(value)
-                nearest = f"{below}" if below == above else f"{below} or {above}"
-                problems.append(f"{flag} {value} (nearest legal: {nearest})")
-        if problems:
-            raise InputSizeError(f"{model_name} needs {self.describe()}: " + "; ".join(problems))
-
-
-def size_rule(multiple, minimum=0):
-    """Decorator recording a builder's size rule as `builder.size_rule` and checking it first."""
-    rule = SizeRule(multiple, minimum)
-
-    def wrap(builder):
-        def checked(n_classes, input_height, input_width, **options):
-            rule.check(checked.model_name, input_height, input_width)
-            return builder(n_classes, input_height, input_width, **options)
-        checked.size_rule = rule
-        checked.model_name = builder.__name__
-        checked.__name__ = builder.__name__
-        checked.__doc__ = builder.__doc__
-        checked.__wrapped__ = builder
-        return checked
-    return wrap
+def _suffixed(name, suffix):
+    return None if name is None else name + suffix
 
 
 # === Blocks ===
 
-def conv_bn_relu(x, filters, kernel_size=3, strides=1, dilation_rate=1, name=None):
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", dilation_rate=dilation_rate,
-                      use_bias=False, kernel_initializer="he_normal",
-                      name=None if name is None else name + "_conv")(x)
-    # momentum 0.9 (PyTorch's 0.1): moving statistics settle within an epoch or two on small data sets
-    x = layers.BatchNormalization(momentum=0.9, name=None if name is None else name + "_bn")(x)
-    return layers.Activation("relu", name=None if name is None else name + "_relu")(x)
+def batch_norm(name, epsilon=1e-3):
+    """A BatchNormalization layer with the toolkit's momentum (call it on a tensor)."""
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=epsilon, name=name)
 
+
+def conv_bn(x, filters, kernel_size=3, *, name=None, strides=1, dilation_rate=1, padding="same",
+            activation="relu", epsilon=1e-3, use_bias=False, kernel_initializer="he_normal",
+            names=("_conv", "_bn", "_relu"), conv=layers.Conv2D):
+    """Convolution -> batch norm -> activation.
+
+    activation: None (linear: conv + BN only), a key of ACTIVATIONS ("relu",
+    "relu6", "leaky_relu") or a factory name -> layer (e.g. ENet's PReLU).
+    names: the suffixes appended to `name` for the conv, BN and activation
+    layers ("" gives the bare name: `names=("", "_bn", "_act")` names the conv
+    `name` itself, as keras.applications does).
+    conv: the convolution class: Conv2D (default), Conv2DTranspose, a Conv2D
+    subclass, or DepthwiseConv2D (which takes no `filters`: pass None).
+    """
+    conv_name, bn_name, act_name = (_suffixed(name, suffix) for suffix in names)
+    options = dict(strides=strides, padding=padding, dilation_rate=dilation_rate, use_bias=use_bias, name=conv_name)
+    if conv is layers.DepthwiseConv2D:
+        x = conv(kernel_size, depthwise_initializer=kernel_initializer, **options)(x)
+    else:
+        x = conv(filters, kernel_size, kernel_initializer=kernel_initializer, **options)(x)
+    x = batch_norm(bn_name, epsilon)(x)
+    if activation is None:
+        return x
+    factory = ACTIVATIONS[activation] if isinstance(activation, str) else activation
+    return factory(act_name)(x)
+
+
+# === Input and output ===
 
 def segmentation_head(x, n_classes, name="logits"):
     """1x1 conv to class scores, then a float32 softmax (float32 also under mixed precision)."""
@@ -80,3 +66,6 @@ def segmentation_head(x, n_classes, name="logits"):
 
 def image_input(input_height, input_width, name="image"):
     return keras.Input(shape=(input_height, input_width, 3), name=name)
+
+
+conv_bn_relu = conv_bn  # transitional: the models move to conv_bn in the next commit

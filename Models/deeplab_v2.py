@@ -11,7 +11,7 @@ so ImageNet VGG16 weights can be loaded by name.
 import keras
 from keras import layers
 
-from Models.common import image_input, size_rule
+from Models.common import image_input
 from Models.layers import AtrousConv2D
 
 ASPP_RATES = (6, 12, 18, 24)
@@ -23,7 +23,6 @@ def _conv_relu(x, filters, kernel_size, name, dilation_rate=1, conv=layers.Conv2
                 kernel_initializer="he_normal", name=name)(x)
 
 
-@size_rule(multiple=8)
 def deeplab_v2(n_classes, input_height, input_width):
     """DeepLab v2 (VGG-16, ASPP rates 6/12/18/24). Input size: height and width multiples of 8 (3 stride-2 pools).
 

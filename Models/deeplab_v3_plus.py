@@ -8,20 +8,15 @@ output upsampled bilinearly to stride 4, concatenated with the stride-4
 low-level feature projected to 48 channels, two separable 3x3 convs (256),
 then class scores upsampled bilinearly x4 to the input size.
 """
-import functools
-
 import keras
 from keras import layers
 
-from Models.common import SizeRule, image_input, size_rule
+from Models.common import image_input
 from Models.mobilenetv2 import mobilenetv2_encoder
 from Models.xception import aligned_xception_encoder, sep_conv_bn
-from utils.errors import UserError
 
 ATROUS_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 BACKBONES = {"mobilenet": mobilenetv2_encoder, "xception": aligned_xception_encoder}
-# The input must divide by the output stride; see `deeplab_v3_plus`.
-SIZE_RULES = {factor: SizeRule(factor) for factor in ATROUS_RATES}
 # The decoder's ASPP, projections and separable convs use the article's epsilon.
 EPSILON = 1e-5
 
@@ -47,32 +42,9 @@ def aspp(x, rates):
     return layers.Dropout(0.1, name="concat_projection_dropout")(x)
 
 
-def size_rule_for(backbone="mobilenet", downsample_factor=16, **_):
-    """The exact input-size rule of one configuration: multiples of `downsample_factor`."""
-    if backbone not in BACKBONES:
-        raise UserError(f"--backbone {backbone!r} is unknown for deeplab_v3+; valid: {', '.join(BACKBONES)}")
-    if str(downsample_factor) not in ("8", "16"):
-        raise UserError(f"--downsample_factor {downsample_factor!r} is not supported by deeplab_v3+; use 8 or 16")
-    return SIZE_RULES[int(downsample_factor)]
-
-
-def _exact_rule_first(builder):
-    """Check the option-specific rule before `size_rule`'s loose one, so the message names the right sizes."""
-    @functools.wraps(builder)
-    def checked(n_classes, input_height, input_width, **options):
-        size_rule_for(**options).check("deeplab_v3+", input_height, input_width)
-        return builder(n_classes, input_height, input_width, **options)
-    checked.size_rule_for = size_rule_for
-    return checked
-
-
-@_exact_rule_first
-@size_rule(multiple=8)
 def deeplab_v3_plus(n_classes, input_height, input_width, backbone="mobilenet", downsample_factor=16):
     """DeepLabV3+. Input size: height and width multiples of `downsample_factor`
-    (16 by default; 8 with downsample_factor=8). `deeplab_v3_plus.size_rule`
-    is the loosest rule (multiples of 8, never rejecting a legal configuration);
-    `deeplab_v3_plus.size_rule_for(**options)` is the exact one, checked first.
+    (multiples of 16 by default; multiples of 8 with downsample_factor=8).
 
     backbone: "mobilenet" (MobileNetV2) or "xception" (modified aligned Xception).
     downsample_factor: encoder output stride, 16 (ASPP rates 6/12/18) or 8 (12/24/36).
@@ -97,5 +69,3 @@ def deeplab_v3_plus(n_classes, input_height, input_width, backbone="mobilenet", 
     outputs = layers.Activation("softmax", dtype="float32", name="softmax")(x)
     return keras.Model(inputs, outputs, name=f"deeplab_v3_plus_{backbone}_os{downsample_factor}")
 
-
-deeplab_v3_plus.model_name = deeplab_v3_plus.__wrapped__.model_name = "deeplab_v3+"

@@ -12,7 +12,7 @@ transposed conv ("fullconv") to the classes.
 import keras
 from keras import layers
 
-from Models.common import image_input, size_rule
+from Models.common import image_input
 from Models.layers import MaxUnpool2D, PadChannels
 
 BN_MOMENTUM = 0.9
@@ -92,7 +92,6 @@ STAGE23 = ({}, {"dilation": 2}, {"asymmetric": 5}, {"dilation": 4}, {}, {"dilati
            {"dilation": 16})
 
 
-@size_rule(multiple=8)
 def enet(n_classes, input_height, input_width):
     """ENet. Input size: height and width multiples of 8 (three 2x downsamplings).
 

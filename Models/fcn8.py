@@ -12,7 +12,7 @@ toolkit (fixed at 224x224), every size the rule allows works.
 import keras
 from keras import layers
 
-from Models.common import conv_bn_relu, image_input, size_rule
+from Models.common import conv_bn_relu, image_input
 from Models.layers import BilinearUpsampling
 
 ENCODER_FILTERS = (16, 32, 64, 128, 256)
@@ -45,7 +45,6 @@ def fcn8_head(pool3, pool4, pool5, n_classes, fc_filters=256, dropout=0.5):
 
 # === Model ===
 
-@size_rule(multiple=32)
 def fcn8(n_classes, input_height, input_width):
     """FCN-8s. Input size: height and width multiples of 32 (five poolings).
 

@@ -8,17 +8,15 @@ chains of 3x3 stride-2 convs from higher ones). Head (HRNetV2): all four
 branches upsampled bilinearly to stride 4, concatenated (15C), 1x1 conv + BN
 + ReLU, 1x1 conv to classes, bilinear x4 to the input size.
 
-width=32 (HRNetV2-W32) matches the seed's 28.6M-parameter table entry
-(within 10%); width=18 (HRNetV2-W18) its other README version's 9.5M.
+hrnet_width=32 (HRNetV2-W32) matches the seed's 28.6M-parameter table entry
+(within 10%); hrnet_width=18 (HRNetV2-W18) its other README version's 9.5M.
 Layer names mirror the official PyTorch module paths with "_" for ".".
 """
 import keras
 from keras import layers
 
-from Models.common import image_input, size_rule
-from utils.errors import UserError
+from Models.common import image_input
 
-WIDTHS = (18, 32)
 MODULES = {2: 1, 3: 4, 4: 3}  # modules per stage
 BLOCKS_PER_BRANCH = 4
 
@@ -97,18 +95,15 @@ def _run_blocks(x, width, name):
     return x
 
 
-@size_rule(multiple=32, minimum=64)
-def hrnet(n_classes, input_height, input_width, width=32):
-    """HRNetV2-W{width} (width 32 or 18). Input size: height and width multiples of 32 (the fourth
+def hrnet(n_classes, input_height, input_width, hrnet_width=32):
+    """HRNetV2-W{hrnet_width} (hrnet_width 32 or 18). Input size: height and width multiples of 32 (the fourth
     branch runs at stride 32), at least 64: at 32 that branch is 1x1, its batch norms see one value
     per image and the first training steps blow the weights up (gradients ~1e5 measured).
 
     Returns a model mapping (B, H, W, 3) images to (B, H, W, n_classes)
     float32 softmax probabilities.
     """
-    if int(width) not in WIDTHS:
-        raise UserError(f"hrnet width must be one of {', '.join(map(str, WIDTHS))}, got {width!r}")
-    c = int(width)
+    c = int(hrnet_width)
     inputs = image_input(input_height, input_width)
 
     # === Stem and stage 1 (stride 4) ===

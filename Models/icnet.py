@@ -19,7 +19,7 @@ is a training aid of the paper that is not built here.
 import keras
 from keras import layers
 
-from Models.common import conv_bn_relu, image_input, size_rule
+from Models.common import conv_bn_relu, image_input
 from Models.layers import AdaptiveAvgPool2D, ResizeTo
 
 BN_MOMENTUM = 0.9
@@ -70,7 +70,6 @@ def cascade_feature_fusion(coarse, fine, filters, name):
 
 # === Model ===
 
-@size_rule(multiple=32, minimum=192)
 def icnet(n_classes, input_height, input_width):
     """ICNet. Input size: height and width multiples of 32 (the sub4 branch runs at stride 32),
     at least 192 (so the stride-32 map holds the pyramid's 6x6 bins).

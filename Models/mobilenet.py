@@ -17,7 +17,7 @@ loaded by name; "same" padding changes no weight shape.
 import keras
 from keras import layers
 
-from Models.common import conv_bn_relu, image_input, segmentation_head, size_rule
+from Models.common import conv_bn_relu, image_input, segmentation_head
 from Models.fcn8 import fcn8_head
 
 # (pointwise filters at alpha 1, stride) of depthwise-separable blocks 1..13.
@@ -56,7 +56,6 @@ def mobilenet_encoder(inputs, blocks=13, alpha=ALPHA):
 
 # === Models ===
 
-@size_rule(multiple=16)
 def mobilenet_unet(n_classes, input_height, input_width):
     """MobileNet v1 (alpha 0.25) encoder + UNet decoder. Input size: height and width
     multiples of 16 (the encoder is used to stride 16).
@@ -76,7 +75,6 @@ def mobilenet_unet(n_classes, input_height, input_width):
     return keras.Model(inputs, segmentation_head(x, n_classes), name="mobilenet_unet")
 
 
-@size_rule(multiple=32)
 def mobilenet_fcn8(n_classes, input_height, input_width):
     """MobileNet v1 (alpha 0.25) encoder + FCN-8s head. Input size: height and width
     multiples of 32 (five stride-2 stages).

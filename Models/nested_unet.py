@@ -2,7 +2,7 @@
 import keras
 from keras import layers
 
-from Models.common import image_input, segmentation_head, size_rule
+from Models.common import image_input, segmentation_head
 from Models.unet import double_conv
 
 FILTERS = (32, 64, 128, 256, 512)
@@ -18,7 +18,6 @@ def _head_probabilities(features, n_classes):
     return layers.Average(dtype="float32", name="softmax")(probs)
 
 
-@size_rule(multiple=16)
 def nested_unet(n_classes, input_height, input_width, deep_supervision=False):
     """UNet++. Input size: height and width multiples of 16 (4 poolings).
 
@@ -44,7 +43,3 @@ def nested_unet(n_classes, input_height, input_width, deep_supervision=False):
     top = [nodes[0, j] for j in range(1, len(FILTERS))]
     outputs = _head_probabilities(top, n_classes) if deep_supervision else segmentation_head(top[-1], n_classes)
     return keras.Model(inputs, outputs, name="nested_unet")
-
-
-# Error messages name the model as the CLI does.
-nested_unet.model_name = "unet++"

@@ -30,12 +30,10 @@ loaded by name.
 import keras
 from keras import layers
 
-from Models.common import conv_bn_relu, image_input, size_rule
+from Models.common import conv_bn_relu, image_input
 from Models.layers import AdaptiveAvgPool2D, ResizeTo
 from Models.mobilenetv2 import mobilenetv2_encoder
-from utils.errors import UserError
 
-BACKBONES = ("vanilla", "mobilenet", "resnet50")
 POOL_FACTORS = (1, 2, 3, 6)
 VANILLA_FILTERS = (64, 128, 256, 256)
 # (stage, bottleneck width, blocks, stride, dilation) of ResNet50 at output stride 8.
@@ -121,7 +119,6 @@ def classifier(x, filters, n_classes, input_height, input_width, name):
 
 # === Model ===
 
-@size_rule(multiple=16, minimum=96)
 def pspnet(n_classes, input_height, input_width, backbone="vanilla", aux_branch=False):
     """PSPNet. Input size (every backbone): height and width multiples of 16, at least 96, so
     the vanilla backbone's stride-16 map holds the 6x6 pyramid bins (the stride-8 backbones
@@ -134,9 +131,6 @@ def pspnet(n_classes, input_height, input_width, backbone="vanilla", aux_branch=
     Returns a model mapping (B, H, W, 3) images to (B, H, W, n_classes) float32
     softmax probabilities (or a list of two such outputs).
     """
-    if backbone not in ENCODERS:
-        raise UserError(
-            f"--backbone {backbone!r} is unknown for pspnet; valid names: {', '.join(BACKBONES)}")
     inputs = image_input(input_height, input_width)
     aux_features, features = ENCODERS[backbone](inputs)
     channels = features.shape[-1]

@@ -4,11 +4,10 @@ import functools
 import keras
 
 from Models.blocks_unet import attention_gate, rrcnn_block, up_conv, unet_family
-from Models.common import image_input, segmentation_head, size_rule
+from Models.common import image_input, segmentation_head
 from Models.r2unet import FILTERS, STEPS
 
 
-@size_rule(multiple=16)
 def r2attunet(n_classes, input_height, input_width, steps=STEPS):
     """R2U-Net with attention gates. Input size: height and width multiples of 16 (4 poolings).
 

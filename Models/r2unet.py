@@ -4,13 +4,12 @@ import functools
 import keras
 
 from Models.blocks_unet import rrcnn_block, up_conv, unet_family
-from Models.common import image_input, segmentation_head, size_rule
+from Models.common import image_input, segmentation_head
 
 FILTERS = (32, 64, 128, 256, 512)
 STEPS = 2  # the paper's t: each recurrent conv layer unrolls to t + 1 convolutions
 
 
-@size_rule(multiple=16)
 def r2unet(n_classes, input_height, input_width, steps=STEPS):
     """R2U-Net. Input size: height and width multiples of 16 (4 poolings).
 

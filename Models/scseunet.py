@@ -2,7 +2,7 @@
 import keras
 
 from Models.blocks_unet import scse, transposed_up, unet_family
-from Models.common import image_input, segmentation_head, size_rule
+from Models.common import image_input, segmentation_head
 from Models.unet import double_conv
 
 # Half the UNet's widths: the seed's scSE-UNet (~1.96M parameters) starts at 16 filters.
@@ -14,7 +14,6 @@ def scse_stage(x, filters, name):
     return scse(double_conv(x, filters, name), CSE_RATIO, name + "_scse")
 
 
-@size_rule(multiple=16)
 def scseunet(n_classes, input_height, input_width):
     """scSE-UNet. Input size: height and width multiples of 16 (4 poolings).
 

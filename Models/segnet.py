@@ -12,13 +12,12 @@ parameters at 224x224 and 2 classes against 2,357,794 here.
 import keras
 from keras import layers
 
-from Models.common import conv_bn_relu, image_input, segmentation_head, size_rule
+from Models.common import conv_bn_relu, image_input, segmentation_head
 from Models.layers import MaxUnpool2D
 
 FILTERS = (32, 64, 128, 256)
 
 
-@size_rule(multiple=16)
 def segnet(n_classes, input_height, input_width):
     """SegNet. Input size: height and width multiples of 16 (four poolings).
 

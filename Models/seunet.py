@@ -2,7 +2,7 @@
 import keras
 
 from Models.blocks_unet import channel_se, transposed_up, unet_family
-from Models.common import image_input, segmentation_head, size_rule
+from Models.common import image_input, segmentation_head
 from Models.unet import double_conv
 
 # Half the UNet's widths: the seed's SE-UNet (~1.96M parameters) starts at 16 filters.
@@ -14,7 +14,6 @@ def se_stage(x, filters, name):
     return channel_se(double_conv(x, filters, name), SE_RATIO, name + "_se")
 
 
-@size_rule(multiple=16)
 def seunet(n_classes, input_height, input_width):
     """SE-UNet. Input size: height and width multiples of 16 (4 poolings).
 

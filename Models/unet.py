@@ -2,7 +2,7 @@
 import keras
 
 from Models.blocks_unet import transposed_up, unet_family
-from Models.common import conv_bn_relu, image_input, segmentation_head, size_rule
+from Models.common import conv_bn_relu, image_input, segmentation_head
 
 # Encoder widths; the seed's UNet starts at 32 filters and doubles at each of 4 poolings.
 FILTERS = (32, 64, 128, 256, 512)
@@ -13,7 +13,6 @@ def double_conv(x, filters, name):
     return conv_bn_relu(x, filters, name=name + "_2")
 
 
-@size_rule(multiple=16)
 def unet(n_classes, input_height, input_width):
     """UNet. Input size: height and width multiples of 16 (4 poolings).
 

@@ -16,7 +16,7 @@ unnamed 1x1 shortcut convs, here `block{2,3,4}_shortcut`.
 import keras
 from keras import layers
 
-from Models.common import image_input, segmentation_head, size_rule
+from Models.common import image_input, segmentation_head
 
 # 0.9 so moving statistics settle within an epoch or two when training from scratch on small data.
 BN_MOMENTUM = 0.9
@@ -92,7 +92,6 @@ def _conv_res_res(x, filters, name):
     return layers.LeakyReLU(0.1, name=name + "_lrelu")(x)
 
 
-@size_rule(multiple=32)
 def unet_xception_resnetblock(n_classes, input_height, input_width):
     """Xception-encoder UNet with residual decoder blocks. Input size: height and width multiples of 32
     (the bottleneck pools Xception's stride-16 feature once more).

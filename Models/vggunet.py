@@ -9,7 +9,7 @@ The encoder convs keep `keras.applications.VGG16`'s names (`block1_conv1`..
 import keras
 from keras import layers
 
-from Models.common import conv_bn_relu, image_input, segmentation_head, size_rule
+from Models.common import conv_bn_relu, image_input, segmentation_head
 
 # (filters, convs) of VGG16's five blocks.
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -30,7 +30,6 @@ def vgg16_bn_encoder(inputs):
     return outputs
 
 
-@size_rule(multiple=16)
 def vggunet(n_classes, input_height, input_width):
     """VGG16-BN encoder + UNet decoder. Input size: height and width multiples of 16 (4 poolings).
 

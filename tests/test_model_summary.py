@@ -29,3 +29,24 @@ def test_legal_size_rounds_up_to_the_rule():
     assert legal_size(MODELS["unet"], 224, 230) == (224, 240)
     assert legal_size(MODELS["icnet"], 128, 128) == (192, 192)
     assert legal_size(MODELS["deeplab_v3+"], 200, 200, {"downsample_factor": 16}) == (208, 208)
+    assert legal_size(MODELS["deeplab_v3+"], 36, 36, {"downsample_factor": 8}) == (40, 40)
+    assert legal_size(MODELS["deeplab_v3+"], 36, 36) == (48, 48)  # the default output stride is 16
+
+
+def test_variants_one_row_per_backbone():
+    from tools.model_summary import VARIANTS
+    assert VARIANTS == {
+        # pspnet's default row keeps the plain name: the seed's table has a count for it.
+        "pspnet": [({}, "pspnet"), ({"backbone": "mobilenet"}, "pspnet (backbone mobilenet)"),
+                   ({"backbone": "resnet50"}, "pspnet (backbone resnet50)")],
+        "deeplab_v3+": [({"backbone": "mobilenet"}, "deeplab_v3+ (backbone mobilenet)"),
+                        ({"backbone": "xception"}, "deeplab_v3+ (backbone xception)")],
+    }
+
+
+def test_summary_row_from_the_entry():
+    from tools.model_summary import rows
+    (row,) = rows(["enet"], 36, 36, 2)
+    assert row["name"] == "enet" and row["size"] == "40x40" and row["resized"]
+    assert row["rule"] == "height and width multiples of 8"
+    assert row["params"] == 370_865 and row["seed"] == 371558

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from losses import get_loss
-from Models import MODELS, build_model, get_builder
+from Models import MODELS, build_model, get_entry
 from Models.blocks_unet import attention_gate, channel_se, recurrent_conv, spatial_se
-from Models.common import InputSizeError
+from Models.size_rules import InputSizeError
 from utils.errors import UserError
 
 NAMES = ["unet", "attunet", "r2unet", "r2attunet", "unet++", "seunet", "scseunet"]
@@ -56,14 +56,15 @@ def test_registry_has_the_family():
 
 def test_unknown_name_lists_the_valid_names():
     with pytest.raises(UserError) as err:
-        get_builder("unet+++")
+        get_entry("unet+++")
+    assert str(err.value) == "--model_name 'unet+++' is unknown; valid names: " + ", ".join(MODELS)
     for name in NAMES:
         assert name in str(err.value)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_illegal_size_names_rule_and_nearest_sizes(name):
-    assert get_builder(name).size_rule.multiple == 16
+    assert get_entry(name).size_rule().multiple == 16
     with pytest.raises(InputSizeError) as err:
         build_model(name, N_CLASSES, 40, 64)
     message = str(err.value)
@@ -109,8 +110,9 @@ def test_parameter_count_at_224(name):
 
 def test_unetpp_deep_supervision_averages_four_heads():
     keras.utils.set_random_seed(0)
-    plain = build_model("unet++", N_CLASSES, SIZE, SIZE)
-    deep = build_model("unet++", N_CLASSES, SIZE, SIZE, deep_supervision=True)
+    entry = get_entry("unet++")
+    plain = entry.build(N_CLASSES, SIZE, SIZE)
+    deep = entry.build(N_CLASSES, SIZE, SIZE, deep_supervision=True)
     head = 32 * N_CLASSES + N_CLASSES  # a 1x1 conv on the 32-channel top nodes
     assert deep.count_params() == plain.count_params() + 3 * head
     images = _images()

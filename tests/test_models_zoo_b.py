@@ -11,8 +11,8 @@ import pytest
 
 import keras
 from losses import get_loss
-from Models import MODELS, build_model
-from Models.common import InputSizeError
+from Models import MODELS, build_model, get_entry
+from Models.size_rules import InputSizeError
 from utils.errors import UserError
 
 MOBILENET_16 = {"backbone": "mobilenet", "downsample_factor": 16}
@@ -64,8 +64,13 @@ PARAMS_224 = {
 }
 
 
-@functools.lru_cache(maxsize=None)
 def model_224(name, *option_items):
+    """The model at 224x224, 2 classes, built once per configuration (options with defaults filled)."""
+    return _model_224(name, *sorted(get_entry(name).resolve(dict(option_items)).items()))
+
+
+@functools.lru_cache(maxsize=None)
+def _model_224(name, *option_items):
     return build_model(name, 2, 224, 224, **dict(option_items))
 
 
@@ -75,11 +80,13 @@ def options_key(name, options):
 
 # === Size rules (no model is built) ===
 
-@pytest.mark.parametrize("name, multiple, smallest", [
-    ("vggunet", 16, 16), ("unet_xception_resnetblock", 32, 32), ("deeplab_v2", 8, 8), ("hrnet", 32, 64),
-    ("deeplab_v3+", 8, 8)])
-def test_size_rule_recorded(name, multiple, smallest):
-    rule = MODELS[name].size_rule
+@pytest.mark.parametrize("name, options, multiple, smallest", [
+    ("vggunet", {}, 16, 16), ("unet_xception_resnetblock", {}, 32, 32), ("deeplab_v2", {}, 8, 8),
+    ("hrnet", {}, 32, 64), ("hrnet", {"hrnet_width": 18}, 32, 64),
+    ("deeplab_v3+", {}, 16, 16), ("deeplab_v3+", MOBILENET_8, 8, 8), ("deeplab_v3+", XCEPTION_16, 16, 16),
+    ("deeplab_v3+", XCEPTION_8, 8, 8)], ids=case_id)
+def test_size_rule_recorded(name, options, multiple, smallest):
+    rule = MODELS[name].size_rule(options)
     assert (rule.multiple, rule.smallest) == (multiple, smallest)
 
 
@@ -101,19 +108,30 @@ def test_size_rule_rejects_with_message(name, options, size, expected):
 
 
 def test_deeplab_v3_plus_rule_follows_downsample_factor():
-    rule_for = MODELS["deeplab_v3+"].size_rule_for
-    assert rule_for(downsample_factor=8).multiple == 8
-    assert rule_for().multiple == rule_for(backbone="xception", downsample_factor="16").multiple == 16
-    rule_for(downsample_factor=8).check("deeplab_v3+", 40, 40)  # legal at output stride 8 only
-    with pytest.raises(UserError, match="--downsample_factor 32"):
-        rule_for(downsample_factor=32)
-    with pytest.raises(UserError, match="--backbone 'resnet'"):
+    entry = get_entry("deeplab_v3+")
+    assert entry.size_rule({"downsample_factor": 8}).multiple == 8
+    assert entry.size_rule().multiple == 16
+    assert entry.size_rule({"backbone": "xception", "downsample_factor": "16"}).multiple == 16  # CLI text too
+    entry.check_size(40, 40, {"downsample_factor": 8})  # legal at output stride 8 only
+    with pytest.raises(InputSizeError) as err:
+        entry.check_size(40, 40, {"backbone": "xception"})
+    assert str(err.value) == ("deeplab_v3+ needs height and width multiples of 16: --input_height 40 (nearest legal: "
+                              "32 or 48); --input_width 40 (nearest legal: 32 or 48)")
+    with pytest.raises(UserError) as err:
+        entry.size_rule({"downsample_factor": 32})
+    assert str(err.value) == "--downsample_factor 32 is not valid for deeplab_v3+; valid: 8, 16"
+    with pytest.raises(UserError) as err:
         build_model("deeplab_v3+", 2, 64, 64, backbone="resnet")
+    assert str(err.value) == "--backbone resnet is not valid for deeplab_v3+; valid: mobilenet, xception"
 
 
 def test_hrnet_rejects_unknown_width():
-    with pytest.raises(UserError, match="width"):
-        build_model("hrnet", 2, 64, 64, width=48)
+    with pytest.raises(UserError) as err:
+        build_model("hrnet", 2, 64, 64, hrnet_width=48)
+    assert str(err.value) == "--hrnet_width 48 is not valid for hrnet; valid: 18, 32"
+    with pytest.raises(UserError) as err:  # the option is --hrnet_width, as on the command line
+        build_model("hrnet", 2, 64, 64, width=18)
+    assert str(err.value) == "--width is not an option of --model_name hrnet (it takes: --hrnet_width)"
 
 
 # === Parameter counts and architecture details at 224x224 (symbolic build only) ===
@@ -124,7 +142,7 @@ def test_param_count_224(key):
     if name == "deeplab_v3+":
         options = dict(zip(("backbone", "downsample_factor"), values))
     else:
-        options = {"width": values[0]} if values else {}
+        options = {"hrnet_width": values[0]} if values else {}
     model = model_224(name, *options.items())
     assert model.count_params() == PARAMS_224[key]
     assert model.output.shape == (None, 224, 224, 2)
@@ -157,17 +175,45 @@ def test_mobilenetv2_output_stride(options, dilations):
         assert (layer.strides, layer.dilation_rate) == ((stride, stride), (rate, rate)), block
 
 
-# Keras-applications models (weights=None: nothing is downloaded) whose weights our encoders can load by name.
-@pytest.mark.parametrize("name, options, application, unmatched", [
-    ("vggunet", {}, "VGG16", set()),
-    ("deeplab_v2", {}, "VGG16", set()),
-    ("deeplab_v3+", MOBILENET_16, "MobileNetV2", {"Conv_1", "Conv_1_bn"}),
+# Every (model, backbone) whose entry names a keras.applications encoder family, and the reference
+# layers with weights that the model does not have (weights=None: nothing is downloaded).
+ENCODER_CASES = {
+    ("mobilenet_unet", None): {f"conv_{kind}_{block}{bn}" for kind in ("dw", "pw") for block in (12, 13)
+                               for bn in ("", "_bn")},  # the UNet encoder stops at stride 16 (block 11)
+    ("mobilenet_fcn8", None): set(),
+    ("pspnet", "mobilenet"): {"Conv_1", "Conv_1_bn"},  # MobileNetV2's 1280-channel head is left out
+    ("pspnet", "resnet50"): set(),
+    ("vggunet", None): set(),
+    ("deeplab_v2", None): set(),
+    ("deeplab_v3+", "mobilenet"): {"Conv_1", "Conv_1_bn"},
     # Keras' Xception leaves its shortcut convs unnamed; block 13's tail and block 14 are not used.
-    ("unet_xception_resnetblock", {}, "Xception",
-     {"block14_sepconv1", "block14_sepconv1_bn", "block14_sepconv2", "block14_sepconv2_bn"}),
-], ids=case_id)
-def test_encoder_names_match_keras_applications(name, options, application, unmatched):
-    reference = getattr(keras.applications, application)(weights=None, include_top=False, input_shape=(224, 224, 3))
+    ("unet_xception_resnetblock", None): {"block14_sepconv1", "block14_sepconv1_bn", "block14_sepconv2",
+                                          "block14_sepconv2_bn"},
+}
+APPLICATION_OPTIONS = {"MobileNet": {"alpha": 0.25}}
+
+
+def _registry_encoder_cases():
+    cases = set()
+    for name, entry in MODELS.items():
+        choice = entry.options.get("backbone")
+        for backbone in (choice.valid if choice else (None,)):
+            options = {"backbone": backbone} if backbone else {}
+            if entry.encoder_family(options):
+                cases.add((name, backbone))
+    return cases
+
+
+def test_encoder_cases_are_the_registry_families():
+    assert _registry_encoder_cases() == set(ENCODER_CASES)
+
+
+@pytest.mark.parametrize("name, backbone", list(ENCODER_CASES), ids=case_id)
+def test_encoder_names_match_keras_applications(name, backbone):
+    options = {"backbone": backbone} if backbone else {}
+    application = get_entry(name).encoder_family(options)
+    reference = getattr(keras.applications, application)(weights=None, include_top=False, input_shape=(224, 224, 3),
+                                                         **APPLICATION_OPTIONS.get(application, {}))
     ours = {layer.name: layer for layer in model_224(name, *options.items()).layers}
     missing = set()
     for layer in reference.layers:
@@ -179,7 +225,15 @@ def test_encoder_names_match_keras_applications(name, options, application, unma
         assert [w.shape for w in ours[layer.name].weights] == [w.shape for w in layer.weights], layer.name
     if application == "Xception":
         missing = {n for n in missing if not n.startswith(("conv2d", "batch_normalization"))}
-    assert missing == unmatched
+    assert missing == ENCODER_CASES[name, backbone]
+
+
+def test_deeplab_v3_plus_xception_names_are_the_articles_not_keras_applications():
+    """Why its entry names no family: not one weighted layer name of keras.applications.Xception occurs."""
+    reference = keras.applications.Xception(weights=None, include_top=False, input_shape=(224, 224, 3))
+    ours = {layer.name for layer in model_224("deeplab_v3+", *XCEPTION_16.items()).layers}
+    assert get_entry("deeplab_v3+").encoder_family({"backbone": "xception"}) is None
+    assert not {layer.name for layer in reference.layers if layer.weights} & ours
 
 
 @pytest.mark.parametrize("rate, size, kernel_size", [(2, (7, 8), 3), (6, (4, 4), 3), (6, (7, 5), 3), (3, (5, 6), 5),

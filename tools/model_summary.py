@@ -24,13 +24,27 @@ SEED_PARAMS = {
     "mobilenet_unet": 407778, "mobilenet_fcn8": 3432764, "seunet": 1964530, "scseunet": 1959266,
     "vggunet": 25884170, "unet_xception_resnetblock": 38431730, "deeplab_v2": 37799752, "hrnet": 28608672,
 }
-# Variants listed once per option set: (name, options, label).
-VARIANTS = {
-    "pspnet": [({}, "pspnet"), ({"backbone": "mobilenet"}, "pspnet (backbone mobilenet)"),
-               ({"backbone": "resnet50"}, "pspnet (backbone resnet50)")],
-    "deeplab_v3+": [({"backbone": "mobilenet"}, "deeplab_v3+ (backbone mobilenet)"),
-                    ({"backbone": "xception"}, "deeplab_v3+ (backbone xception)")],
-}
+
+
+def _variants():
+    """name -> [(options, label)]: one row per backbone of the models that take --backbone. The
+    default backbone keeps the plain name and no options where the seed's table has the model."""
+    from Models import MODELS
+    variants = {}
+    for name, entry in MODELS.items():
+        choice = entry.options.get("backbone")
+        if choice is None:
+            continue
+        variants[name] = []
+        for value in choice.valid:
+            plain = value == choice.default and name in SEED_PARAMS
+            variants[name].append(({}, name) if plain else ({"backbone": value}, f"{name} (backbone {value})"))
+    return variants
+
+
+VARIANTS = _variants()
+
+
 def _op_macs(op):
     """Multiply-adds of one TensorFlow op from its static shapes (0 for element-wise ops)."""
     import numpy as np
@@ -65,16 +79,9 @@ def forward_macs(model, height, width):
     return sum(_op_macs(op) for op in graph.get_operations())
 
 
-def rule_for(builder, options):
-    """The size rule of one configuration (deeplab_v3+'s depends on its output stride)."""
-    exact = getattr(builder, "size_rule_for", None)
-    return exact(**options) if exact else getattr(builder, "size_rule", None)
-
-
-def legal_size(builder, height, width, options=None):
-    rule = rule_for(builder, options or {})
-    if rule is None:
-        return height, width
+def legal_size(entry, height, width, options=None):
+    """The smallest legal (height, width) at least as large, by the entry's rule for these options."""
+    rule = entry.size_rule(options or {})
     return rule.nearest(height)[1], rule.nearest(width)[1]
 
 
@@ -83,15 +90,15 @@ def rows(names, height, width, n_classes):
 
     from Models import MODELS
     for name in names:
-        builder = MODELS[name]
+        entry = MODELS[name]
         for options, label in VARIANTS.get(name, [({}, name)]):
-            h, w = legal_size(builder, height, width, options)
+            h, w = legal_size(entry, height, width, options)
             keras.backend.clear_session()
-            model = builder(n_classes, h, w, **options)
+            model = entry.build(n_classes, h, w, **options)
             yield {"name": label, "size": f"{h}x{w}", "resized": (h, w) != (height, width),
                    "params": model.count_params(), "macs": forward_macs(model, h, w),
                    "seed": SEED_PARAMS.get(name) if not options else None,
-                   "rule": rule_for(builder, options).describe() if hasattr(builder, "size_rule") else ""}
+                   "rule": entry.size_rule(options).describe()}
 
 
 def main():
