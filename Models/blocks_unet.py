@@ -7,7 +7,7 @@ per-stage `block`, the decoder's `upsample` and an optional skip `gate`.
 """
 from keras import layers
 
-from Models.common import conv_bn_relu
+from Models.common import batch_norm, conv_bn
 
 
 # === Decoder upsampling ===
@@ -16,7 +16,7 @@ def up_conv(x, filters, name):
     """2x nearest upsampling, then 3x3 conv-BN-ReLU to `filters` (the "up-convolution" of
     Attention U-Net and R2U-Net)."""
     x = layers.UpSampling2D(2, name=name + "_upsample")(x)
-    return conv_bn_relu(x, filters, name=name + "_upconv")
+    return conv_bn(x, filters, name=name + "_upconv")
 
 
 def transposed_up(x, filters, name):
@@ -36,13 +36,11 @@ def attention_gate(x, g, filters, name):
     resamples it). Each pixel of `x` is scaled by one coefficient in (0, 1).
     """
     inter_filters = max(1, filters // 2)
-    theta = layers.Conv2D(inter_filters, 1, use_bias=False, name=name + "_wx")(x)
-    theta = layers.BatchNormalization(momentum=0.9, name=name + "_wx_bn")(theta)
-    phi = layers.Conv2D(inter_filters, 1, use_bias=False, name=name + "_wg")(g)
-    phi = layers.BatchNormalization(momentum=0.9, name=name + "_wg_bn")(phi)
+    linear = dict(padding="valid", activation=None, kernel_initializer="glorot_uniform", names=("{}", "{}_bn", ""))
+    theta = conv_bn(x, inter_filters, 1, name=name + "_wx", **linear)
+    phi = conv_bn(g, inter_filters, 1, name=name + "_wg", **linear)
     f = layers.Activation("relu", name=name + "_relu")(layers.Add(name=name + "_add")([theta, phi]))
-    psi = layers.Conv2D(1, 1, use_bias=False, name=name + "_psi")(f)
-    psi = layers.BatchNormalization(momentum=0.9, name=name + "_psi_bn")(psi)
+    psi = conv_bn(f, 1, 1, name=name + "_psi", **linear)
     alpha = layers.Activation("sigmoid", name=name + "_alpha")(psi)
     return layers.Multiply(name=name + "_gated")([x, alpha])
 
@@ -64,7 +62,7 @@ def recurrent_conv(x, filters, steps, name):
     for step in range(steps + 1):
         if step:
             h = layers.Add(name=f"{name}_add{step}")([forward, recurrent(h)])
-        h = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{step}")(h)
+        h = batch_norm(f"{name}_bn{step}")(h)
         h = layers.Activation("relu", name=f"{name}_relu{step}")(h)
     return h
 

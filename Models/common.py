@@ -19,10 +19,6 @@ ACTIVATIONS = {
 }
 
 
-def _suffixed(name, suffix):
-    return None if name is None else name + suffix
-
-
 # === Blocks ===
 
 def batch_norm(name, epsilon=1e-3):
@@ -32,18 +28,19 @@ def batch_norm(name, epsilon=1e-3):
 
 def conv_bn(x, filters, kernel_size=3, *, name=None, strides=1, dilation_rate=1, padding="same",
             activation="relu", epsilon=1e-3, use_bias=False, kernel_initializer="he_normal",
-            names=("_conv", "_bn", "_relu"), conv=layers.Conv2D):
+            names=("{}_conv", "{}_bn", "{}_relu"), conv=layers.Conv2D):
     """Convolution -> batch norm -> activation.
 
     activation: None (linear: conv + BN only), a key of ACTIVATIONS ("relu",
     "relu6", "leaky_relu") or a factory name -> layer (e.g. ENet's PReLU).
-    names: the suffixes appended to `name` for the conv, BN and activation
-    layers ("" gives the bare name: `names=("", "_bn", "_act")` names the conv
-    `name` itself, as keras.applications does).
+    names: the conv, BN and activation layer names as format strings of `name`
+    (`("{}", "{}_bn", "{}_act")` names the conv `name` itself, as
+    keras.applications does; `("{}", "bn_{}", ...)` puts a prefix). With
+    name=None Keras names the layers.
     conv: the convolution class: Conv2D (default), Conv2DTranspose, a Conv2D
     subclass, or DepthwiseConv2D (which takes no `filters`: pass None).
     """
-    conv_name, bn_name, act_name = (_suffixed(name, suffix) for suffix in names)
+    conv_name, bn_name, act_name = (None if name is None else pattern.format(name) for pattern in names)
     options = dict(strides=strides, padding=padding, dilation_rate=dilation_rate, use_bias=use_bias, name=conv_name)
     if conv is layers.DepthwiseConv2D:
         x = conv(kernel_size, depthwise_initializer=kernel_initializer, **options)(x)
@@ -67,5 +64,3 @@ def segmentation_head(x, n_classes, name="logits"):
 def image_input(input_height, input_width, name="image"):
     return keras.Input(shape=(input_height, input_width, 3), name=name)
 
-
-conv_bn_relu = conv_bn  # transitional: the models move to conv_bn in the next commit

@@ -11,7 +11,7 @@ then class scores upsampled bilinearly x4 to the input size.
 import keras
 from keras import layers
 
-from Models.common import image_input
+from Models.common import conv_bn, image_input
 from Models.mobilenetv2 import mobilenetv2_encoder
 from Models.xception import aligned_xception_encoder, sep_conv_bn
 
@@ -21,24 +21,24 @@ BACKBONES = {"mobilenet": mobilenetv2_encoder, "xception": aligned_xception_enco
 EPSILON = 1e-5
 
 
-def _conv_bn_relu(x, filters, name):
-    x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(epsilon=EPSILON, momentum=0.9, name=name + "_BN")(x)
-    return layers.Activation("relu", name=name + "_relu")(x)
+def _projection(x, filters, name):
+    """1x1 conv-BN-ReLU with the article's names (`aspp0`, `aspp0_BN`, `aspp0_relu`) and epsilon."""
+    return conv_bn(x, filters, 1, name=name, epsilon=EPSILON, kernel_initializer="glorot_uniform",
+                   names=("{}", "{}_BN", "{}_relu"))
 
 
 def aspp(x, rates):
     """Atrous spatial pyramid pooling on a static-size feature map: 5 branches -> 256 channels."""
     height, width = x.shape[1], x.shape[2]
     pooled = layers.GlobalAveragePooling2D(keepdims=True, name="image_pooling_gap")(x)
-    pooled = _conv_bn_relu(pooled, 256, "image_pooling")
+    pooled = _projection(pooled, 256, "image_pooling")
     # Nearest upsampling of a 1x1 map is an exact broadcast, so no custom layer is needed.
     pooled = layers.UpSampling2D((height, width), name="image_pooling_broadcast")(pooled)
-    branches = [pooled, _conv_bn_relu(x, 256, "aspp0")]
+    branches = [pooled, _projection(x, 256, "aspp0")]
     for i, rate in enumerate(rates, start=1):
         branches.append(sep_conv_bn(x, 256, f"aspp{i}", rate=rate, depth_activation=True, epsilon=EPSILON))
     x = layers.Concatenate(name="aspp_concat")(branches)
-    x = _conv_bn_relu(x, 256, "concat_projection")
+    x = _projection(x, 256, "concat_projection")
     return layers.Dropout(0.1, name="concat_projection_dropout")(x)
 
 
@@ -59,7 +59,7 @@ def deeplab_v3_plus(n_classes, input_height, input_width, backbone="mobilenet", 
 
     # === Decoder ===
     x = layers.UpSampling2D(downsample_factor // 4, interpolation="bilinear", name="decoder_upsample")(x)
-    skip = _conv_bn_relu(features["low_level"], 48, "feature_projection0")
+    skip = _projection(features["low_level"], 48, "feature_projection0")
     x = layers.Concatenate(name="decoder_concat")([x, skip])
     x = sep_conv_bn(x, 256, "decoder_conv0", depth_activation=True, epsilon=EPSILON)
     x = sep_conv_bn(x, 256, "decoder_conv1", depth_activation=True, epsilon=EPSILON)

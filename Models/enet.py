@@ -12,20 +12,18 @@ transposed conv ("fullconv") to the classes.
 import keras
 from keras import layers
 
-from Models.common import image_input
+from Models.common import batch_norm, conv_bn, image_input
 from Models.layers import MaxUnpool2D, PadChannels
 
-BN_MOMENTUM = 0.9
+# Bias-free convs (BN follows), Keras' default initializer; `<block>_reduce`, `_reduce_bn`, `_reduce_act`.
+ENET_CONV = dict(kernel_initializer="glorot_uniform", names=("{}", "{}_bn", "{}_act"))
 
 
-def _bn(x, name):
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)(x)
-
-
-def _act(x, relu, name):
+def _activation(relu):
+    """ENet's activation layer factory (name -> layer): ReLU in the decoder, PReLU (one slope per channel) elsewhere."""
     if relu:
-        return layers.ReLU(name=name)(x)
-    return layers.PReLU(shared_axes=[1, 2], name=name)(x)
+        return lambda name: layers.ReLU(name=name)
+    return lambda name: layers.PReLU(shared_axes=[1, 2], name=name)
 
 
 # === Blocks ===
@@ -34,7 +32,7 @@ def initial_block(x):
     conv = layers.Conv2D(13, 3, strides=2, padding="same", use_bias=False, name="initial_conv")(x)
     pool = layers.MaxPooling2D(2, name="initial_pool")(x)
     x = layers.Concatenate(name="initial_concat")([conv, pool])
-    return _act(_bn(x, "initial_bn"), False, "initial_prelu")
+    return _activation(False)("initial_prelu")(batch_norm("initial_bn")(x))
 
 
 def bottleneck(x, filters, name, dilation=1, asymmetric=0, downsample=False, dropout=0.1, relu=False):
@@ -47,17 +45,16 @@ def bottleneck(x, filters, name, dilation=1, asymmetric=0, downsample=False, dro
     """
     internal = filters // 4
     reduce_size = 2 if downsample else 1
-    y = layers.Conv2D(internal, reduce_size, strides=reduce_size, use_bias=False, name=name + "_reduce")(x)
-    y = _act(_bn(y, name + "_reduce_bn"), relu, name + "_reduce_act")
+    activation = _activation(relu)
+    y = conv_bn(x, internal, reduce_size, name=name + "_reduce", strides=reduce_size, padding="valid",
+                activation=activation, **ENET_CONV)
     if asymmetric:
         y = layers.Conv2D(internal, (asymmetric, 1), padding="same", use_bias=False, name=name + "_conv_a")(y)
-        y = layers.Conv2D(internal, (1, asymmetric), padding="same", use_bias=False, name=name + "_conv_b")(y)
+        y = conv_bn(y, internal, (1, asymmetric), name=name + "_conv", activation=activation,
+                    **dict(ENET_CONV, names=("{}_b", "{}_bn", "{}_act")))
     else:
-        y = layers.Conv2D(internal, 3, padding="same", dilation_rate=dilation, use_bias=False,
-                          name=name + "_conv")(y)
-    y = _act(_bn(y, name + "_conv_bn"), relu, name + "_conv_act")
-    y = layers.Conv2D(filters, 1, use_bias=False, name=name + "_expand")(y)
-    y = _bn(y, name + "_expand_bn")
+        y = conv_bn(y, internal, 3, name=name + "_conv", dilation_rate=dilation, activation=activation, **ENET_CONV)
+    y = conv_bn(y, filters, 1, name=name + "_expand", padding="valid", activation=None, **ENET_CONV)
     y = layers.SpatialDropout2D(dropout, name=name + "_dropout")(y)
     shortcut = x
     if downsample:
@@ -65,22 +62,20 @@ def bottleneck(x, filters, name, dilation=1, asymmetric=0, downsample=False, dro
         if filters > x.shape[-1]:
             shortcut = PadChannels(filters, name=name + "_pad")(shortcut)
     x_out = layers.Add(name=name + "_add")([y, shortcut])
-    return _act(x_out, relu, name + "_out_act")
+    return activation(name + "_out_act")(x_out)
 
 
 def upsampling_bottleneck(x, pooled_from, filters, name, dropout=0.1):
     """Decoder block doubling the resolution: the shortcut is 1x1 conv + BN, then max unpooling
     at the positions where the encoder's pooling of `pooled_from` took its maxima."""
     internal = filters // 4
-    shortcut = layers.Conv2D(filters, 1, use_bias=False, name=name + "_shortcut")(x)
-    shortcut = _bn(shortcut, name + "_shortcut_bn")
+    relu = _activation(True)
+    shortcut = conv_bn(x, filters, 1, name=name + "_shortcut", padding="valid", activation=None, **ENET_CONV)
     shortcut = MaxUnpool2D(name=name + "_unpool")([shortcut, pooled_from])
-    y = layers.Conv2D(internal, 1, use_bias=False, name=name + "_reduce")(x)
-    y = layers.ReLU(name=name + "_reduce_act")(_bn(y, name + "_reduce_bn"))
-    y = layers.Conv2DTranspose(internal, 3, strides=2, padding="same", use_bias=False, name=name + "_upconv")(y)
-    y = layers.ReLU(name=name + "_conv_act")(_bn(y, name + "_conv_bn"))
-    y = layers.Conv2D(filters, 1, use_bias=False, name=name + "_expand")(y)
-    y = _bn(y, name + "_expand_bn")
+    y = conv_bn(x, internal, 1, name=name + "_reduce", padding="valid", activation=relu, **ENET_CONV)
+    y = conv_bn(y, internal, 3, name=name, strides=2, activation=relu, conv=layers.Conv2DTranspose,
+                **dict(ENET_CONV, names=("{}_upconv", "{}_conv_bn", "{}_conv_act")))
+    y = conv_bn(y, filters, 1, name=name + "_expand", padding="valid", activation=None, **ENET_CONV)
     y = layers.SpatialDropout2D(dropout, name=name + "_dropout")(y)
     return layers.ReLU(name=name + "_out_act")(layers.Add(name=name + "_add")([y, shortcut]))
 

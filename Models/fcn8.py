@@ -12,7 +12,7 @@ toolkit (fixed at 224x224), every size the rule allows works.
 import keras
 from keras import layers
 
-from Models.common import conv_bn_relu, image_input
+from Models.common import conv_bn, image_input
 from Models.layers import BilinearUpsampling
 
 ENCODER_FILTERS = (16, 32, 64, 128, 256)
@@ -30,9 +30,9 @@ def fcn8_head(pool3, pool4, pool5, n_classes, fc_filters=256, dropout=0.5):
 
     `fc6` is a 7x7 conv-BN-ReLU and `fc7` a 1x1 conv-BN-ReLU, both `fc_filters` wide.
     """
-    x = conv_bn_relu(pool5, fc_filters, kernel_size=7, name="fc6")
+    x = conv_bn(pool5, fc_filters, kernel_size=7, name="fc6")
     x = layers.Dropout(dropout, name="drop6")(x)
-    x = conv_bn_relu(x, fc_filters, kernel_size=1, name="fc7")
+    x = conv_bn(x, fc_filters, kernel_size=1, name="fc7")
     x = layers.Dropout(dropout, name="drop7")(x)
     x = layers.Conv2D(n_classes, 1, name="score_fr")(x)
     x = _upscore(x, n_classes, 2, "upscore2")
@@ -54,7 +54,7 @@ def fcn8(n_classes, input_height, input_width):
     inputs = image_input(input_height, input_width)
     x, pools = inputs, []
     for stage, filters in enumerate(ENCODER_FILTERS, start=1):
-        x = conv_bn_relu(x, filters, name=f"block{stage}")
+        x = conv_bn(x, filters, name=f"block{stage}")
         x = layers.MaxPooling2D(2, name=f"pool{stage}")(x)
         pools.append(x)
     outputs = fcn8_head(pools[2], pools[3], pools[4], n_classes)

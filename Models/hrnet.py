@@ -15,18 +15,11 @@ Layer names mirror the official PyTorch module paths with "_" for ".".
 import keras
 from keras import layers
 
-from Models.common import image_input
+from Models.common import conv_bn, image_input
 
 MODULES = {2: 1, 3: 4, 4: 3}  # modules per stage
+BN_EPSILON = 1e-5  # the official implementation's (PyTorch's default)
 BLOCKS_PER_BRANCH = 4
-
-
-def _conv_bn(x, filters, kernel_size, name, strides=1, relu=True):
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
-                      kernel_initializer="he_normal", name=name + "_conv")(x)
-    # PyTorch momentum 0.1 == Keras 0.9, as the official implementation.
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name + "_bn")(x)
-    return layers.Activation("relu", name=name + "_relu")(x) if relu else x
 
 
 # === Residual units ===
@@ -35,16 +28,16 @@ def bottleneck(x, planes, name):
     """1x1 -> 3x3 -> 1x1 (4*planes) with a projected shortcut when the width changes."""
     shortcut = x
     if x.shape[-1] != planes * 4:
-        shortcut = _conv_bn(x, planes * 4, 1, name + "_downsample", relu=False)
-    y = _conv_bn(x, planes, 1, name + "_1")
-    y = _conv_bn(y, planes, 3, name + "_2")
-    y = _conv_bn(y, planes * 4, 1, name + "_3", relu=False)
+        shortcut = conv_bn(x, planes * 4, 1, name=name + "_downsample", epsilon=BN_EPSILON, activation=None)
+    y = conv_bn(x, planes, 1, name=name + "_1", epsilon=BN_EPSILON)
+    y = conv_bn(y, planes, 3, name=name + "_2", epsilon=BN_EPSILON)
+    y = conv_bn(y, planes * 4, 1, name=name + "_3", epsilon=BN_EPSILON, activation=None)
     return layers.Activation("relu", name=name + "_out")(layers.Add(name=name + "_add")([y, shortcut]))
 
 
 def basic_block(x, planes, name):
-    y = _conv_bn(x, planes, 3, name + "_1")
-    y = _conv_bn(y, planes, 3, name + "_2", relu=False)
+    y = conv_bn(x, planes, 3, name=name + "_1", epsilon=BN_EPSILON)
+    y = conv_bn(y, planes, 3, name=name + "_2", epsilon=BN_EPSILON, activation=None)
     return layers.Activation("relu", name=name + "_out")(layers.Add(name=name + "_add")([y, x]))
 
 
@@ -56,9 +49,9 @@ def transition(branches, channels, name):
     for i, width in enumerate(channels):
         if i < len(branches):
             same = branches[i].shape[-1] == width
-            out.append(branches[i] if same else _conv_bn(branches[i], width, 3, f"{name}_{i}"))
+            out.append(branches[i] if same else conv_bn(branches[i], width, 3, name=f"{name}_{i}", epsilon=BN_EPSILON))
         else:
-            out.append(_conv_bn(branches[-1], width, 3, f"{name}_{i}", strides=2))
+            out.append(conv_bn(branches[-1], width, 3, name=f"{name}_{i}", strides=2, epsilon=BN_EPSILON))
     return out
 
 
@@ -69,13 +62,13 @@ def fuse(branches, channels, name):
         terms = []
         for j, y in enumerate(branches):
             if j > i:
-                y = _conv_bn(y, width, 1, f"{name}_{i}_{j}", relu=False)
+                y = conv_bn(y, width, 1, name=f"{name}_{i}_{j}", epsilon=BN_EPSILON, activation=None)
                 y = layers.UpSampling2D(2 ** (j - i), interpolation="bilinear", name=f"{name}_{i}_{j}_up")(y)
             elif j < i:
                 for k in range(i - j):
                     last = k == i - j - 1
-                    y = _conv_bn(y, width if last else channels[j], 3, f"{name}_{i}_{j}_{k}", strides=2,
-                                 relu=not last)
+                    y = conv_bn(y, width if last else channels[j], 3, name=f"{name}_{i}_{j}_{k}", strides=2,
+                                epsilon=BN_EPSILON, activation=None if last else "relu")
             terms.append(y)
         out.append(layers.Activation("relu", name=f"{name}_{i}_relu")(layers.Add(name=f"{name}_{i}_add")(terms)))
     return out
@@ -107,8 +100,8 @@ def hrnet(n_classes, input_height, input_width, hrnet_width=32):
     inputs = image_input(input_height, input_width)
 
     # === Stem and stage 1 (stride 4) ===
-    x = _conv_bn(inputs, 64, 3, "stem1", strides=2)
-    x = _conv_bn(x, 64, 3, "stem2", strides=2)
+    x = conv_bn(inputs, 64, 3, name="stem1", strides=2, epsilon=BN_EPSILON)
+    x = conv_bn(x, 64, 3, name="stem2", strides=2, epsilon=BN_EPSILON)
     for k in range(4):
         x = bottleneck(x, 64, f"layer1_{k}")
 
@@ -124,7 +117,7 @@ def hrnet(n_classes, input_height, input_width, hrnet_width=32):
         layers.UpSampling2D(2 ** b, interpolation="bilinear", name=f"head_up{b}")(y) for b, y in
         enumerate(branches[1:], start=1)]
     x = layers.Concatenate(name="head_concat")(upsampled)
-    x = _conv_bn(x, x.shape[-1], 1, "last_layer")
+    x = conv_bn(x, x.shape[-1], 1, name="last_layer", epsilon=BN_EPSILON)
     x = layers.Conv2D(n_classes, 1, name="logits")(x)
     x = layers.UpSampling2D(4, interpolation="bilinear", name="logits_upsample")(x)
     outputs = layers.Activation("softmax", dtype="float32", name="softmax")(x)

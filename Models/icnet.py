@@ -19,27 +19,24 @@ is a training aid of the paper that is not built here.
 import keras
 from keras import layers
 
-from Models.common import conv_bn_relu, image_input
+from Models.common import conv_bn, image_input
 from Models.layers import AdaptiveAvgPool2D, ResizeTo
 
-BN_MOMENTUM = 0.9
 PYRAMID_BINS = (1, 2, 3, 6)
 
 
 # === Blocks ===
 
-def _conv_bn(x, filters, kernel_size, name, strides=1, dilation_rate=1):
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", dilation_rate=dilation_rate,
-                      use_bias=False, kernel_initializer="he_normal", name=name)(x)
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_bn")(x)
+# The Caffe model's names for a conv + BN without activation: `conv3_1_1x1_proj`, `conv3_1_1x1_proj_bn`.
+LINEAR = dict(activation=None, names=("{}", "{}_bn", ""))
 
 
 def residual_block(x, mid, out, name, strides=1, dilation=1, project=False):
     """Bottleneck 1x1 reduce -> 3x3 (dilated) -> 1x1 increase, plus identity or 1x1 projection."""
-    shortcut = _conv_bn(x, out, 1, name + "_1x1_proj", strides=strides) if project else x
-    y = conv_bn_relu(x, mid, kernel_size=1, strides=strides, name=name + "_1x1_reduce")
-    y = conv_bn_relu(y, mid, dilation_rate=dilation, name=name + "_3x3")
-    y = _conv_bn(y, out, 1, name + "_1x1_increase")
+    shortcut = conv_bn(x, out, 1, name=name + "_1x1_proj", strides=strides, **LINEAR) if project else x
+    y = conv_bn(x, mid, kernel_size=1, strides=strides, name=name + "_1x1_reduce")
+    y = conv_bn(y, mid, dilation_rate=dilation, name=name + "_3x3")
+    y = conv_bn(y, out, 1, name=name + "_1x1_increase", **LINEAR)
     return layers.ReLU(name=name + "_relu")(layers.Add(name=name)([shortcut, y]))
 
 
@@ -63,8 +60,8 @@ def pyramid_sum(x, name):
 def cascade_feature_fusion(coarse, fine, filters, name):
     """CFF: upsample `coarse` 2x, dilated 3x3 conv-BN; 1x1 conv-BN on `fine`; sum; ReLU."""
     up = ResizeTo(fine.shape[1], fine.shape[2], name=name + "_interp")(coarse)
-    up = _conv_bn(up, filters, 3, name + "_conv", dilation_rate=2)
-    proj = _conv_bn(fine, filters, 1, name + "_proj")
+    up = conv_bn(up, filters, 3, name=name + "_conv", dilation_rate=2, **LINEAR)
+    proj = conv_bn(fine, filters, 1, name=name + "_proj", **LINEAR)
     return layers.ReLU(name=name + "_relu")(layers.Add(name=name + "_sum")([up, proj]))
 
 
@@ -80,9 +77,9 @@ def icnet(n_classes, input_height, input_width):
     inputs = image_input(input_height, input_width)
     # A 2x2 average equals a half-pixel bilinear downsample by exactly 2.
     x = layers.AveragePooling2D(2, name="data_sub2")(inputs)
-    x = conv_bn_relu(x, 32, strides=2, name="conv1_1_3x3_s2")
-    x = conv_bn_relu(x, 32, name="conv1_2_3x3")
-    x = conv_bn_relu(x, 64, name="conv1_3_3x3")
+    x = conv_bn(x, 32, strides=2, name="conv1_1_3x3_s2")
+    x = conv_bn(x, 32, name="conv1_2_3x3")
+    x = conv_bn(x, 64, name="conv1_3_3x3")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_3x3_s2")(x)
     x = residual_stage(x, 32, 128, 3, stage=2)
     sub2 = residual_block(x, 64, 256, "conv3_1", strides=2, project=True)
@@ -93,11 +90,11 @@ def icnet(n_classes, input_height, input_width):
     x = residual_stage(x, 128, 512, 6, stage=4, dilation=2)
     x = residual_stage(x, 256, 1024, 3, stage=5, dilation=4)
     x = pyramid_sum(x, "conv5_3")
-    sub4 = conv_bn_relu(x, 256, kernel_size=1, name="conv5_4_k1")
+    sub4 = conv_bn(x, 256, kernel_size=1, name="conv5_4_k1")
 
-    y = conv_bn_relu(inputs, 32, strides=2, name="conv1_sub1")
-    y = conv_bn_relu(y, 32, strides=2, name="conv2_sub1")
-    sub1 = conv_bn_relu(y, 64, strides=2, name="conv3_sub1")
+    y = conv_bn(inputs, 32, strides=2, name="conv1_sub1")
+    y = conv_bn(y, 32, strides=2, name="conv2_sub1")
+    sub1 = conv_bn(y, 64, strides=2, name="conv3_sub1")
 
     x = cascade_feature_fusion(sub4, sub2, 128, "sub24")
     x = cascade_feature_fusion(x, sub1, 128, "sub12")

@@ -17,21 +17,18 @@ loaded by name; "same" padding changes no weight shape.
 import keras
 from keras import layers
 
-from Models.common import conv_bn_relu, image_input, segmentation_head
+from Models.common import conv_bn, image_input, segmentation_head
 from Models.fcn8 import fcn8_head
 
 # (pointwise filters at alpha 1, stride) of depthwise-separable blocks 1..13.
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1),
           (512, 1), (1024, 2), (1024, 1))
 ALPHA = 0.25
-BN_MOMENTUM = 0.9
+# keras.applications.MobileNet's conv + BN + ReLU6 (`conv_dw_1`, `conv_dw_1_bn`, `conv_dw_1_relu`).
+KERAS_CONV = dict(activation="relu6", kernel_initializer="glorot_uniform", names=("{}", "{}_bn", "{}_relu"))
 
 
 # === Encoder ===
-
-def _bn_relu6(x, name):
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_bn")(x)
-    return layers.ReLU(6.0, name=name + "_relu")(x)
 
 
 def mobilenet_encoder(inputs, blocks=13, alpha=ALPHA):
@@ -40,15 +37,12 @@ def mobilenet_encoder(inputs, blocks=13, alpha=ALPHA):
     Returns {stride: tensor} with the last feature map at each stride reached:
     2 (block 1), 4 (block 3), 8 (block 5), 16 (block 11), 32 (block 13).
     """
-    x = layers.Conv2D(int(32 * alpha), 3, strides=2, padding="same", use_bias=False, name="conv1")(inputs)
-    x = _bn_relu6(x, "conv1")
+    x = conv_bn(inputs, int(32 * alpha), 3, name="conv1", strides=2, **KERAS_CONV)
     features, stride = {}, 2
     for block_id, (filters, block_stride) in enumerate(BLOCKS[:blocks], start=1):
-        x = layers.DepthwiseConv2D(3, strides=block_stride, padding="same", use_bias=False,
-                                   name=f"conv_dw_{block_id}")(x)
-        x = _bn_relu6(x, f"conv_dw_{block_id}")
-        x = layers.Conv2D(int(filters * alpha), 1, use_bias=False, name=f"conv_pw_{block_id}")(x)
-        x = _bn_relu6(x, f"conv_pw_{block_id}")
+        x = conv_bn(x, None, 3, name=f"conv_dw_{block_id}", strides=block_stride, conv=layers.DepthwiseConv2D,
+                    **KERAS_CONV)
+        x = conv_bn(x, int(filters * alpha), 1, name=f"conv_pw_{block_id}", padding="valid", **KERAS_CONV)
         stride *= block_stride
         features[stride] = x
     return features
@@ -65,13 +59,13 @@ def mobilenet_unet(n_classes, input_height, input_width):
     """
     inputs = image_input(input_height, input_width)
     features = mobilenet_encoder(inputs, blocks=11)
-    x = conv_bn_relu(features[16], 128, name="dec_center")
+    x = conv_bn(features[16], 128, name="dec_center")
     for stride, filters in ((8, 64), (4, 32), (2, 16)):
         x = layers.UpSampling2D(2, name=f"dec{stride}_up")(x)
         x = layers.Concatenate(name=f"dec{stride}_concat")([x, features[stride]])
-        x = conv_bn_relu(x, filters, name=f"dec{stride}")
+        x = conv_bn(x, filters, name=f"dec{stride}")
     x = layers.UpSampling2D(2, name="dec1_up")(x)
-    x = conv_bn_relu(x, 16, name="dec1")
+    x = conv_bn(x, 16, name="dec1")
     return keras.Model(inputs, segmentation_head(x, n_classes), name="mobilenet_unet")
 
 

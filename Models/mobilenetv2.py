@@ -13,15 +13,17 @@ loaded by name; dilation and "same" padding change no weight shape.
 """
 from keras import layers
 
+from Models.common import conv_bn
+
 # (expansion, output channels, repeats, first stride) per stage, from the paper's Table 2.
 STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
           (6, 320, 1, 1))
 # Block id -> name of the feature map returned by `mobilenetv2_encoder`.
 ENDPOINTS = {2: "low_level", 5: "mid", 12: "aux", 16: "out"}
-# Keras-applications epsilon, so pretrained statistics mean the same thing; momentum 0.9 (not 0.999)
-# so moving statistics settle within an epoch or two when training from scratch on small data.
+# Keras-applications epsilon, so pretrained statistics mean the same thing.
 BN_EPSILON = 1e-3
-BN_MOMENTUM = 0.9
+# keras.applications' conv + BN (+ ReLU6) names: `block_1_expand`, `block_1_expand_BN`, `block_1_expand_relu`.
+KERAS_CONV = dict(epsilon=BN_EPSILON, kernel_initializer="glorot_uniform", names=("{}", "{}_BN", "{}_relu"))
 
 
 def make_divisible(value, divisor=8, min_value=None):
@@ -31,10 +33,6 @@ def make_divisible(value, divisor=8, min_value=None):
     return new_value + divisor if new_value < 0.9 * value else new_value
 
 
-def _bn(x, name):
-    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
-
-
 def inverted_res_block(x, expansion, stride, alpha, filters, block_id, rate=1):
     """Expand 1x1 -> depthwise 3x3 (strided or dilated) -> linear project 1x1, plus identity when shapes allow."""
     in_channels = x.shape[-1]
@@ -42,15 +40,11 @@ def inverted_res_block(x, expansion, stride, alpha, filters, block_id, rate=1):
     prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
     inputs = x
     if block_id:
-        x = layers.Conv2D(expansion * in_channels, 1, use_bias=False, name=prefix + "expand")(x)
-        x = _bn(x, prefix + "expand_BN")
-        x = layers.ReLU(6.0, name=prefix + "expand_relu")(x)
-    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", dilation_rate=rate, use_bias=False,
-                               name=prefix + "depthwise")(x)
-    x = _bn(x, prefix + "depthwise_BN")
-    x = layers.ReLU(6.0, name=prefix + "depthwise_relu")(x)
-    x = layers.Conv2D(out_channels, 1, use_bias=False, name=prefix + "project")(x)
-    x = _bn(x, prefix + "project_BN")
+        x = conv_bn(x, expansion * in_channels, 1, name=prefix + "expand", padding="valid", activation="relu6",
+                    **KERAS_CONV)
+    x = conv_bn(x, None, 3, name=prefix + "depthwise", strides=stride, dilation_rate=rate, activation="relu6",
+                conv=layers.DepthwiseConv2D, **KERAS_CONV)
+    x = conv_bn(x, out_channels, 1, name=prefix + "project", padding="valid", activation=None, **KERAS_CONV)
     if in_channels == out_channels and stride == 1:
         x = layers.Add(name=prefix + "add")([inputs, x])
     return x
@@ -69,10 +63,8 @@ def mobilenetv2_encoder(inputs, output_stride=16, alpha=1.0):
     """
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
-    x = layers.Conv2D(make_divisible(32 * alpha, 8), 3, strides=2, padding="same", use_bias=False,
-                      name="Conv1")(inputs)
-    x = _bn(x, "bn_Conv1")
-    x = layers.ReLU(6.0, name="Conv1_relu")(x)
+    x = conv_bn(inputs, make_divisible(32 * alpha, 8), 3, name="Conv1", strides=2, activation="relu6",
+                **dict(KERAS_CONV, names=("{}", "bn_{}", "{}_relu")))  # keras.applications' `bn_Conv1`
 
     features, block_id, current_stride, rate = {}, 0, 2, 1
     for expansion, filters, repeats, first_stride in STAGES:

@@ -30,7 +30,7 @@ loaded by name.
 import keras
 from keras import layers
 
-from Models.common import conv_bn_relu, image_input
+from Models.common import conv_bn, image_input
 from Models.layers import AdaptiveAvgPool2D, ResizeTo
 from Models.mobilenetv2 import mobilenetv2_encoder
 
@@ -45,37 +45,33 @@ RESNET50_STAGES = ((2, 64, 3, 1, 1), (3, 128, 4, 2, 1), (4, 256, 6, 1, 2), (5, 5
 def vanilla_encoder(inputs):
     x, stages = inputs, []
     for stage, filters in enumerate(VANILLA_FILTERS, start=1):
-        x = conv_bn_relu(x, filters, name=f"block{stage}")
+        x = conv_bn(x, filters, name=f"block{stage}")
         x = layers.MaxPooling2D(2, name=f"pool{stage}")(x)
         stages.append(x)
     return stages[2], stages[3]
 
 
-def _resnet_bn(x, name):
-    # keras.applications' epsilon, so pretrained moving statistics mean the same thing
-    return layers.BatchNormalization(epsilon=1.001e-5, momentum=0.9, name=name)(x)
+# keras.applications.ResNet50's convs (with bias, default initializer) and BN epsilon, so pretrained
+# moving statistics mean the same thing; its names are conv_bn's default `_conv`, `_bn`, `_relu`.
+RESNET_CONV = dict(use_bias=True, kernel_initializer="glorot_uniform", epsilon=1.001e-5)
 
 
 def resnet_block(x, width, name, strides=1, dilation=1, project=False):
     """ResNet v1 bottleneck (stride on the first 1x1, as keras.applications), 3x3 dilated by `dilation`."""
     if project:
-        shortcut = layers.Conv2D(4 * width, 1, strides=strides, name=name + "_0_conv")(x)
-        shortcut = _resnet_bn(shortcut, name + "_0_bn")
+        shortcut = conv_bn(x, 4 * width, 1, name=name + "_0", strides=strides, padding="valid", activation=None,
+                           **RESNET_CONV)
     else:
         shortcut = x
-    y = layers.Conv2D(width, 1, strides=strides, name=name + "_1_conv")(x)
-    y = layers.Activation("relu", name=name + "_1_relu")(_resnet_bn(y, name + "_1_bn"))
-    y = layers.Conv2D(width, 3, padding="same", dilation_rate=dilation, name=name + "_2_conv")(y)
-    y = layers.Activation("relu", name=name + "_2_relu")(_resnet_bn(y, name + "_2_bn"))
-    y = layers.Conv2D(4 * width, 1, name=name + "_3_conv")(y)
-    y = _resnet_bn(y, name + "_3_bn")
+    y = conv_bn(x, width, 1, name=name + "_1", strides=strides, padding="valid", **RESNET_CONV)
+    y = conv_bn(y, width, 3, name=name + "_2", dilation_rate=dilation, **RESNET_CONV)
+    y = conv_bn(y, 4 * width, 1, name=name + "_3", padding="valid", activation=None, **RESNET_CONV)
     y = layers.Add(name=name + "_add")([shortcut, y])
     return layers.Activation("relu", name=name + "_out")(y)
 
 
 def resnet50_encoder(inputs):
-    x = layers.Conv2D(64, 7, strides=2, padding="same", name="conv1_conv")(inputs)
-    x = layers.Activation("relu", name="conv1_relu")(_resnet_bn(x, "conv1_bn"))
+    x = conv_bn(inputs, 64, 7, name="conv1", strides=2, **RESNET_CONV)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
     outputs = {}
     for stage, width, blocks, strides, dilation in RESNET50_STAGES:
@@ -102,14 +98,14 @@ def pyramid_pooling(x, pool_factors=POOL_FACTORS, name="psp"):
     branches = [x]
     for factor in pool_factors:
         y = AdaptiveAvgPool2D(factor, name=f"{name}_pool{factor}")(x)
-        y = conv_bn_relu(y, channels // 4, kernel_size=1, name=f"{name}_pool{factor}")
+        y = conv_bn(y, channels // 4, kernel_size=1, name=f"{name}_pool{factor}")
         branches.append(ResizeTo(height, width, name=f"{name}_pool{factor}_interp")(y))
     return layers.Concatenate(name=name + "_concat")(branches)
 
 
 def classifier(x, filters, n_classes, input_height, input_width, name):
     """3x3 conv-BN-ReLU, dropout 0.1, 1x1 conv to classes, upsampling to the input size, softmax."""
-    x = conv_bn_relu(x, filters, name=name + "_fuse")
+    x = conv_bn(x, filters, name=name + "_fuse")
     x = layers.Dropout(0.1, name=name + "_dropout")(x)
     x = layers.Conv2D(n_classes, 1, name=name + "_logits")(x)
     x = ResizeTo(input_height, input_width, name=name + "_interp")(x)

@@ -12,7 +12,7 @@ parameters at 224x224 and 2 classes against 2,357,794 here.
 import keras
 from keras import layers
 
-from Models.common import conv_bn_relu, image_input, segmentation_head
+from Models.common import conv_bn, image_input, segmentation_head
 from Models.layers import MaxUnpool2D
 
 FILTERS = (32, 64, 128, 256)
@@ -27,12 +27,12 @@ def segnet(n_classes, input_height, input_width):
     inputs = image_input(input_height, input_width)
     x, pooled_from = inputs, []
     for stage, filters in enumerate(FILTERS, start=1):
-        x = conv_bn_relu(x, filters, name=f"enc{stage}_1")
-        x = conv_bn_relu(x, filters, name=f"enc{stage}_2")
+        x = conv_bn(x, filters, name=f"enc{stage}_1")
+        x = conv_bn(x, filters, name=f"enc{stage}_2")
         pooled_from.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{stage}")(x)
     for stage in reversed(range(1, len(FILTERS) + 1)):
         x = MaxUnpool2D(name=f"unpool{stage}")([x, pooled_from[stage - 1]])
-        x = conv_bn_relu(x, FILTERS[stage - 1], name=f"dec{stage}_1")
-        x = conv_bn_relu(x, FILTERS[max(stage - 2, 0)], name=f"dec{stage}_2")
+        x = conv_bn(x, FILTERS[stage - 1], name=f"dec{stage}_1")
+        x = conv_bn(x, FILTERS[max(stage - 2, 0)], name=f"dec{stage}_2")
     return keras.Model(inputs, segmentation_head(x, n_classes), name="segnet")

@@ -2,15 +2,15 @@
 import keras
 
 from Models.blocks_unet import transposed_up, unet_family
-from Models.common import conv_bn_relu, image_input, segmentation_head
+from Models.common import conv_bn, image_input, segmentation_head
 
 # Encoder widths; the seed's UNet starts at 32 filters and doubles at each of 4 poolings.
 FILTERS = (32, 64, 128, 256, 512)
 
 
 def double_conv(x, filters, name):
-    x = conv_bn_relu(x, filters, name=name + "_1")
-    return conv_bn_relu(x, filters, name=name + "_2")
+    x = conv_bn(x, filters, name=name + "_1")
+    return conv_bn(x, filters, name=name + "_2")
 
 
 def unet(n_classes, input_height, input_width):

@@ -16,10 +16,10 @@ unnamed 1x1 shortcut convs, here `block{2,3,4}_shortcut`.
 import keras
 from keras import layers
 
-from Models.common import image_input, segmentation_head
+from Models.common import batch_norm, conv_bn, image_input, segmentation_head
 
-# 0.9 so moving statistics settle within an epoch or two when training from scratch on small data.
-BN_MOMENTUM = 0.9
+# keras.applications.Xception's names for conv + BN (+ ReLU): `block1_conv1`, `block1_conv1_bn`, `block1_conv1_act`.
+XCEPTION_NAMES = ("{}", "{}_bn", "{}_act")
 # (name, filters, encoder feature it is concatenated with) per decoder stage, deepest first.
 DECODER = (("dec4", 256, "block13_sepconv2_bn"), ("dec3", 128, "block4_sepconv2_bn"),
            ("dec2", 64, "block3_sepconv2_bn"), ("dec1", 32, "block2_sepconv2_bn"), ("dec0", 16, None))
@@ -31,13 +31,13 @@ def _sep_bn(x, filters, name, activate_first=True):
     if activate_first:
         x = layers.Activation("relu", name=name + "_act")(x)
     x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_bn")(x)
+    return batch_norm(name + "_bn")(x)
 
 
 def _downsample_block(x, filters, block, first_act=True):
     """Two separable convs + 3x3/2 max pool, with a strided 1x1 conv shortcut."""
-    shortcut = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False, name=f"block{block}_shortcut")(x)
-    shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{block}_shortcut_bn")(shortcut)
+    shortcut = conv_bn(x, filters, 1, name=f"block{block}_shortcut", strides=2, activation=None,
+                       kernel_initializer="glorot_uniform", names=XCEPTION_NAMES)
     x = _sep_bn(x, filters, f"block{block}_sepconv1", activate_first=first_act)
     x = _sep_bn(x, filters, f"block{block}_sepconv2")
     skip = x
@@ -47,12 +47,9 @@ def _downsample_block(x, filters, block, first_act=True):
 
 def xception_encoder(inputs):
     """Xception up to block 13's second separable conv; returns {layer name: tensor} of the skip features."""
-    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="block1_conv1")(inputs)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="block1_conv1_bn")(x)
-    x = layers.Activation("relu", name="block1_conv1_act")(x)
-    x = layers.Conv2D(64, 3, padding="same", use_bias=False, name="block1_conv2")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="block1_conv2_bn")(x)
-    x = layers.Activation("relu", name="block1_conv2_act")(x)
+    x = conv_bn(inputs, 32, 3, name="block1_conv1", strides=2, kernel_initializer="glorot_uniform",
+                names=XCEPTION_NAMES)
+    x = conv_bn(x, 64, 3, name="block1_conv2", kernel_initializer="glorot_uniform", names=XCEPTION_NAMES)
 
     skips = {}
     for block, filters in ((2, 128), (3, 256), (4, 728)):
@@ -69,19 +66,14 @@ def xception_encoder(inputs):
 
 # === Decoder ===
 
-def _conv_bn(x, filters, name, activation=True):
-    x = layers.Conv2D(filters, 3, padding="same", name=name)(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_bn")(x)
-    return layers.LeakyReLU(0.1, name=name + "_lrelu")(x) if activation else x
-
-
 def residual_block(block_input, filters, name):
     """Pre-activation residual block: LeakyReLU + BN -> conv-BN-LeakyReLU -> conv-BN, added to BN(input)."""
     x = layers.LeakyReLU(0.1, name=name + "_in_lrelu")(block_input)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_in_bn")(x)
-    shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_shortcut_bn")(block_input)
-    x = _conv_bn(x, filters, name + "_conv1")
-    x = _conv_bn(x, filters, name + "_conv2", activation=False)
+    x = batch_norm(name + "_in_bn")(x)
+    shortcut = batch_norm(name + "_shortcut_bn")(block_input)
+    decoder_conv = dict(use_bias=True, kernel_initializer="glorot_uniform", names=("{}", "{}_bn", "{}_lrelu"))
+    x = conv_bn(x, filters, 3, name=name + "_conv1", activation="leaky_relu", **decoder_conv)
+    x = conv_bn(x, filters, 3, name=name + "_conv2", activation=None, **decoder_conv)
     return layers.Add(name=name + "_add")([x, shortcut])
 
 

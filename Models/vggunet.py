@@ -9,7 +9,7 @@ The encoder convs keep `keras.applications.VGG16`'s names (`block1_conv1`..
 import keras
 from keras import layers
 
-from Models.common import conv_bn_relu, image_input, segmentation_head
+from Models.common import conv_bn, image_input, segmentation_head
 
 # (filters, convs) of VGG16's five blocks.
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -23,9 +23,8 @@ def vgg16_bn_encoder(inputs):
             x = layers.MaxPooling2D(2, name=f"block{block - 1}_pool")(x)
         for i in range(1, convs + 1):
             name = f"block{block}_conv{i}"
-            x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=name)(x)
-            x = layers.BatchNormalization(momentum=0.9, name=name + "_bn")(x)
-            x = layers.Activation("relu", name=name + "_relu")(x)
+            # VGG16's convs keep their biases (and names) so ImageNet weights load by name.
+            x = conv_bn(x, filters, 3, name=name, use_bias=True, names=("{}", "{}_bn", "{}_relu"))
         outputs.append(x)
     return outputs
 
@@ -42,10 +41,9 @@ def vggunet(n_classes, input_height, input_width):
     for level in range(4, 0, -1):
         filters = VGG16_BLOCKS[level - 1][0]
         name = f"up{5 - level}"
-        x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=name + "_deconv")(x)
-        x = layers.BatchNormalization(momentum=0.9, name=name + "_deconv_bn")(x)
-        x = layers.Activation("relu", name=name + "_deconv_relu")(x)
+        x = conv_bn(x, filters, 2, name=name + "_deconv", strides=2, use_bias=True, kernel_initializer="glorot_uniform",
+                    names=("{}", "{}_bn", "{}_relu"), conv=layers.Conv2DTranspose)
         x = layers.Concatenate(name=name + "_concat")([x, blocks[level - 1]])
-        x = conv_bn_relu(x, filters, name=name + "_conv1")
-        x = conv_bn_relu(x, filters, name=name + "_conv2")
+        x = conv_bn(x, filters, name=name + "_conv1")
+        x = conv_bn(x, filters, name=name + "_conv2")
     return keras.Model(inputs, segmentation_head(x, n_classes), name="vggunet")

@@ -14,13 +14,11 @@ by name.
 """
 from keras import layers
 
+from Models.common import conv_bn
+
 BN_EPSILON = 1e-3
-# 0.9 so moving statistics settle within an epoch or two when training from scratch on small data.
-BN_MOMENTUM = 0.9
-
-
-def _bn(x, name, epsilon=BN_EPSILON):
-    return layers.BatchNormalization(epsilon=epsilon, momentum=BN_MOMENTUM, name=name)(x)
+# The article's conv + BN (+ ReLU) names: `entry_flow_conv1_1`, `entry_flow_conv1_1_BN`, `entry_flow_conv1_1_relu`.
+ARTICLE_CONV = dict(kernel_initializer="glorot_uniform", names=("{}", "{}_BN", "{}_relu"))
 
 
 def sep_conv_bn(x, filters, prefix, stride=1, kernel_size=3, rate=1, depth_activation=False, epsilon=BN_EPSILON):
@@ -31,16 +29,11 @@ def sep_conv_bn(x, filters, prefix, stride=1, kernel_size=3, rate=1, depth_activ
     """
     if not depth_activation:
         x = layers.Activation("relu", name=prefix + "_relu")(x)
-    x = layers.DepthwiseConv2D(kernel_size, strides=stride, dilation_rate=rate, padding="same", use_bias=False,
-                               name=prefix + "_depthwise")(x)
-    x = _bn(x, prefix + "_depthwise_BN", epsilon)
-    if depth_activation:
-        x = layers.Activation("relu", name=prefix + "_depthwise_relu")(x)
-    x = layers.Conv2D(filters, 1, use_bias=False, name=prefix + "_pointwise")(x)
-    x = _bn(x, prefix + "_pointwise_BN", epsilon)
-    if depth_activation:
-        x = layers.Activation("relu", name=prefix + "_pointwise_relu")(x)
-    return x
+    activation = "relu" if depth_activation else None
+    x = conv_bn(x, None, kernel_size, name=prefix + "_depthwise", strides=stride, dilation_rate=rate,
+                activation=activation, epsilon=epsilon, conv=layers.DepthwiseConv2D, **ARTICLE_CONV)
+    return conv_bn(x, filters, 1, name=prefix + "_pointwise", padding="valid", activation=activation,
+                   epsilon=epsilon, **ARTICLE_CONV)
 
 
 def xception_block(inputs, depths, prefix, skip="conv", stride=1, rate=1, depth_activation=False):
@@ -56,9 +49,8 @@ def xception_block(inputs, depths, prefix, skip="conv", stride=1, rate=1, depth_
         if i == 1:
             second = x
     if skip == "conv":
-        shortcut = layers.Conv2D(depths[-1], 1, strides=stride, padding="same", use_bias=False,
-                                 name=prefix + "_shortcut")(inputs)
-        shortcut = _bn(shortcut, prefix + "_shortcut_BN")
+        shortcut = conv_bn(inputs, depths[-1], 1, name=prefix + "_shortcut", strides=stride, activation=None,
+                           epsilon=BN_EPSILON, **ARTICLE_CONV)
         x = layers.Add(name=prefix + "_add")([x, shortcut])
     elif skip == "sum":
         x = layers.Add(name=prefix + "_add")([x, inputs])
@@ -80,12 +72,8 @@ def aligned_xception_encoder(inputs, output_stride=16):
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
 
     # === Entry flow ===
-    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="entry_flow_conv1_1")(inputs)
-    x = _bn(x, "entry_flow_conv1_1_BN")
-    x = layers.Activation("relu", name="entry_flow_conv1_1_relu")(x)
-    x = layers.Conv2D(64, 3, padding="same", use_bias=False, name="entry_flow_conv1_2")(x)
-    x = _bn(x, "entry_flow_conv1_2_BN")
-    x = layers.Activation("relu", name="entry_flow_conv1_2_relu")(x)
+    x = conv_bn(inputs, 32, 3, name="entry_flow_conv1_1", strides=2, epsilon=BN_EPSILON, **ARTICLE_CONV)
+    x = conv_bn(x, 64, 3, name="entry_flow_conv1_2", epsilon=BN_EPSILON, **ARTICLE_CONV)
     x, _ = xception_block(x, (128, 128, 128), "entry_flow_block1", stride=2)
     x, low_level = xception_block(x, (256, 256, 256), "entry_flow_block2", stride=2)
     x, _ = xception_block(x, (728, 728, 728), "entry_flow_block3", stride=entry3_stride)

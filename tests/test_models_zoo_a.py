@@ -9,6 +9,7 @@ import pytest
 from losses import get_loss
 from Models import MODELS, build_model, get_entry
 from Models.size_rules import InputSizeError
+from Models.common import BN_MOMENTUM, batch_norm, conv_bn
 from Models.layers import AdaptiveAvgPool2D, BilinearUpsampling, MaxUnpool2D, PadChannels, ResizeTo
 from Models.mobilenet import mobilenet_encoder
 from Models.pspnet import main_output_model, resnet50_encoder
@@ -239,3 +240,36 @@ def test_bilinear_upsampling_initializer():
                                          kernel_initializer=BilinearUpsampling())
     up = keras.ops.convert_to_numpy(layer(np.full((1, 5, 5, 1), 3.0, "float32")))
     np.testing.assert_allclose(up[0, 1:-1, 1:-1, 0], 3.0, rtol=1e-6)
+
+
+# === Shared conv-BN helper (Models/common.py) ===
+
+@pytest.mark.parametrize("activation, reference, layer_class", [
+    (None, lambda z: z, None), ("relu", lambda z: np.maximum(z, 0), "Activation"),
+    ("relu6", lambda z: np.clip(z, 0, 6), "ReLU"), ("leaky_relu", lambda z: np.where(z > 0, z, 0.1 * z), "LeakyReLU")])
+def test_conv_bn_computes_activation_of_batch_norm_of_conv(activation, reference, layer_class):
+    inputs = keras.Input((4, 5, 2))
+    model = keras.Model(inputs, conv_bn(inputs, 3, 1, name="b", activation=activation, epsilon=1e-5,
+                                        names=("{}", "bn_{}", "{}_act")))
+    assert [layer.name for layer in model.layers[1:]] == ["b", "bn_b"] + (["b_act"] if activation else [])
+    if layer_class:
+        assert model.layers[-1].__class__.__name__ == layer_class
+    bn = model.get_layer("bn_b")
+    assert (bn.momentum, bn.epsilon) == (BN_MOMENTUM, 1e-5) and not model.get_layer("b").use_bias
+    rng = np.random.default_rng(0)
+    gamma, beta, mean, var = rng.uniform(0.5, 2, 3), rng.normal(0, 1, 3), rng.normal(0, 1, 3), rng.uniform(0.5, 2, 3)
+    bn.set_weights([gamma, beta, mean, var])
+    kernel = model.get_layer("b").get_weights()[0]
+    x = rng.normal(0, 3, (1, 4, 5, 2)).astype("float32")
+    expected = reference((x @ kernel[0, 0] - mean) / np.sqrt(var + 1e-5) * gamma + beta)
+    np.testing.assert_allclose(_predict(model, x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_bn_default_names_and_depthwise():
+    inputs = keras.Input((8, 8, 4))
+    x = conv_bn(inputs, 6, name="a", strides=2)
+    x = conv_bn(x, None, 3, name="d", conv=keras.layers.DepthwiseConv2D, dilation_rate=2, activation=None)
+    model = keras.Model(inputs, batch_norm("extra", epsilon=1e-5)(x))
+    assert [layer.name for layer in model.layers[1:]] == ["a_conv", "a_bn", "a_relu", "d_conv", "d_bn", "extra"]
+    assert model.output.shape[1:] == (4, 4, 6)
+    assert model.get_layer("d_conv").dilation_rate == (2, 2) and model.get_layer("extra").momentum == BN_MOMENTUM
