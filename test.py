@@ -5,8 +5,10 @@
 
 Writes `<output_path>/<stem>.png` class-index masks at each image's original
 size, `color/<stem>.png` palette masks and `overlay/<stem>.jpg` overlays.
-Settings the checkpoint's run already knows (model, input size, classes,
-image_init, resize_op) come from its `config.json` unless a flag overrides them.
+The flags left unset come from the checkpoint's `config.json` (or an export's
+settings file): `--resize_op`, `--image_init`, `--ignore_label` and
+`--class_names` override the run's values; `--input_height`/`--input_width`
+and `--classes` are checked against the model, which fixes them.
 """
 import argparse
 import os
@@ -30,7 +32,7 @@ def parse_args(argv=None):
     p.add_argument("--test_images", default=None,
                    help="folder of images (default: the run's data set test_image/, else data/test/)")
     p.add_argument("--output_path", default="data/output/", help="output folder (a new one if it is not empty)")
-    p.add_argument("--model_name", default=None)
+    p.add_argument("--model_name", default=None, help="checked against the run's model (the checkpoint fixes it)")
     p.add_argument("--weights_path", required=True,
                    help="a .keras checkpoint, a train.py run folder, or an export of tools/export.py "
                         "(.onnx, .tflite, SavedModel folder)")
@@ -58,6 +60,9 @@ def resolve_settings(args):
         raise UserError(f"--weights_path {args.weights_path}: no such file or folder")
     is_run_dir = os.path.isdir(args.weights_path) and not os.path.isfile(
         os.path.join(args.weights_path, "saved_model.pb"))
+    if is_run_dir and not os.path.isfile(os.path.join(args.weights_path, "state.json")):
+        raise UserError(f"--weights_path {args.weights_path}: a folder that is neither a train.py run "
+                        "(no state.json) nor a SavedModel (no saved_model.pb)")
     if is_run_dir or model_format(args.weights_path) == "keras":
         config = find_run_config(args.weights_path) or {}
         if is_run_dir:
@@ -66,6 +71,8 @@ def resolve_settings(args):
         settings = sidecar_path(args.weights_path)
         config = read_json(settings, "export settings (written by tools/export.py)") \
             if os.path.isfile(settings) else {}
+    if args.model_name is not None and config.get("model_name") not in (None, args.model_name):
+        raise UserError(f"--model_name {args.model_name}: {args.weights_path} is a {config['model_name']} model")
     for flag, key in FROM_CONFIG.items():
         if getattr(args, flag) is None:
             setattr(args, flag, config.get(key, DEFAULTS[flag]))
@@ -79,35 +86,33 @@ def resolve_settings(args):
     return config
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    config = resolve_settings(args)
+# === Inputs, names and the model ===
 
-    import cv2
-    import numpy as np
-
-    from data import Preprocessing, default_class_names, pair_files
-    from metrics.evaluation import (confusion_matrix, format_table, read_class_names_file, summarize, write_charts,
-                                    write_report)
-    from utils.inference import load_predictor
-    from utils.paths import new_output_dir
-    from utils.image import (IMAGE_EXTS, check_label_values, list_files, read_image, read_label,
-                             restore_probabilities, voc_palette, write_png)
-
+def list_inputs(args):
+    """-> [(image path, label path or None)]: the --mIOU pairs, or every image of --test_images."""
+    from data import pair_files
+    from utils.image import IMAGE_EXTS, list_files
     if not os.path.isdir(args.test_images):
         raise UserError(f"--test_images {args.test_images}: folder not found")
     if args.mIOU:
-        pairs = pair_files(args.test_images, args.val_annotations)
-    else:
-        pairs = [(path, None) for path in list_files(args.test_images, IMAGE_EXTS)]
-        if not pairs:
-            raise UserError(f"--test_images {args.test_images}: no images ({', '.join(IMAGE_EXTS)}) found")
-    if args.class_names:
-        names = read_class_names_file(args.class_names, args.classes)
-    else:
-        names = config.get("class_names") or default_class_names(args.classes)
+        return pair_files(args.test_images, args.val_annotations)
+    pairs = [(path, None) for path in list_files(args.test_images, IMAGE_EXTS)]
+    if not pairs:
+        raise UserError(f"--test_images {args.test_images}: no images ({', '.join(IMAGE_EXTS)}) found")
+    return pairs
 
-    # A .keras checkpoint, or an export (ONNX, SavedModel, TFLite) run by its own runtime.
+
+def class_names(args, config):
+    from data import default_class_names
+    from metrics.evaluation import read_class_names_file
+    if args.class_names:
+        return read_class_names_file(args.class_names, args.classes, count_flag="--classes")
+    return config.get("class_names") or default_class_names(args.classes)
+
+
+def load_checked_predictor(args):
+    """A .keras checkpoint, or an export (ONNX, SavedModel, TFLite) run by its own runtime."""
+    from utils.inference import load_predictor
     predict = load_predictor(args.weights_path)
     expected = (args.input_height, args.input_width)
     if predict.input_size != expected:
@@ -115,14 +120,34 @@ def main(argv=None):
                         f"but --input_height/--input_width say {expected[0]}x{expected[1]}")
     if predict.n_classes != args.classes:
         raise UserError(f"{args.weights_path} predicts {predict.n_classes} classes, --classes says {args.classes}")
+    return predict
 
+
+# === Predicting, writing, scoring ===
+
+def write_masks(out_dir, image_path, image, mask, palette):
+    """<stem>.png class indices, color/<stem>.png palette mask, overlay/<stem>.jpg over the image."""
+    import cv2
+
+    from utils.image import write_png
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    write_png(os.path.join(out_dir, stem + ".png"), mask)
+    write_png(os.path.join(out_dir, "color", stem + ".png"), mask, palette)
+    colour = palette[mask][..., ::-1]  # RGB palette -> BGR like the image
+    cv2.imwrite(os.path.join(out_dir, "overlay", stem + ".jpg"), (0.6 * image + 0.4 * colour).astype("uint8"))
+
+
+def predict_all(args, pairs, predict, out_dir):
+    """Predict every image in batches, write its masks at its own size; -> the confusion matrix."""
+    import numpy as np
+
+    from data import Preprocessing
+    from metrics.evaluation import confusion_matrix
+    from utils.image import check_label_values, check_same_size, read_image, read_label, restore_probabilities
+    from utils.image import voc_palette
     prep = Preprocessing(args.input_height, args.input_width, args.image_init, args.resize_op, args.ignore_label)
-    out_dir = new_output_dir(args.output_path)
-    for sub in ("color", "overlay"):
-        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     palette = voc_palette()
     matrix = np.zeros((args.classes, args.classes), dtype=np.int64)
-
     for start in range(0, len(pairs), args.batch_size):
         batch = pairs[start:start + args.batch_size]
         images = [read_image(image_path) for image_path, _ in batch]
@@ -130,29 +155,42 @@ def main(argv=None):
         for (image_path, label_path), image, prob in zip(batch, images, probs):
             height, width = image.shape[:2]
             mask = restore_probabilities(prob, height, width, args.resize_op).argmax(-1).astype(np.uint8)
-            stem = os.path.splitext(os.path.basename(image_path))[0]
-            write_png(os.path.join(out_dir, stem + ".png"), mask)
-            write_png(os.path.join(out_dir, "color", stem + ".png"), mask, palette)
-            colour = palette[mask][..., ::-1]  # RGB palette -> BGR like the image
-            overlay = (0.6 * image + 0.4 * colour).astype(np.uint8)
-            cv2.imwrite(os.path.join(out_dir, "overlay", stem + ".jpg"), overlay)
+            write_masks(out_dir, image_path, image, mask, palette)
             if label_path is not None:
                 label = read_label(label_path)
-                if label.shape != mask.shape:
-                    raise UserError(f"{label_path}: label size {label.shape[1]}x{label.shape[0]} differs from "
-                                    f"image {image_path} size {width}x{height}")
+                check_same_size(label.shape, label_path, mask.shape, image_path)
                 check_label_values(label, label_path, args.classes, args.ignore_label)
                 matrix += confusion_matrix(label, mask, args.classes, args.ignore_label)
-    print(f"wrote {len(pairs)} masks to {out_dir}")
+    return matrix
 
+
+def report_scores(args, out_dir, matrix, names):
+    from metrics.evaluation import format_table, summarize, write_charts, write_report
+    summary = summarize(matrix, names)
+    summary.update(weights_path=args.weights_path, test_images=args.test_images,
+                   val_annotations=args.val_annotations)
+    print(format_table(summary))
+    write_report(out_dir, summary, matrix)
+    write_charts(os.path.join(out_dir, "charts"), summary, matrix)  # a sub-folder: keep masks alone at the top
+    print(f"test mIoU: {summary['mIoU']:.4f} (report: {os.path.join(out_dir, 'metrics.json')})")
+
+
+def main(argv=None):
+    from utils.paths import new_output_dir
+    from utils.backend import import_keras
+    args = parse_args(argv)
+    import_keras()  # first, so that TensorFlow's start-up notes are filtered (the data code imports keras)
+    config = resolve_settings(args)
+    pairs = list_inputs(args)
+    names = class_names(args, config)
+    predict = load_checked_predictor(args)
+    out_dir = new_output_dir(args.output_path)
+    for sub in ("color", "overlay"):
+        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    matrix = predict_all(args, pairs, predict, out_dir)
+    print(f"wrote {len(pairs)} masks to {out_dir}")
     if args.mIOU:
-        summary = summarize(matrix, names)
-        summary.update(weights_path=args.weights_path, test_images=args.test_images,
-                       val_annotations=args.val_annotations)
-        print(format_table(summary))
-        write_report(out_dir, summary, matrix)
-        write_charts(os.path.join(out_dir, "charts"), summary, matrix)  # a sub-folder: keep masks alone at the top
-        print(f"test mIoU: {summary['mIoU']:.4f} (report: {os.path.join(out_dir, 'metrics.json')})")
+        report_scores(args, out_dir, matrix, names)
     return 0
 
 

@@ -8,18 +8,24 @@ by validation mean IoU, a resume checkpoint, `log.csv`, TensorBoard logs in
 `log/` and the run configuration `config.json` (see utils/run.py).
 """
 import argparse
-import csv
 import os
 import sys
+from dataclasses import dataclass, field
 
 from utils.cli import positive_int, str2bool  # sets TF_CPP_MIN_LOG_LEVEL before keras loads
 from utils.errors import UserError, run_cli
 from utils.image import IMAGE_INITS
+from utils.schedules import LR_SCHEDULES
 
 DEFAULT_METRICS = "accuracy,iou_score,dice_score"
+# On resume the run's own settings win, except these when given (how much longer, how fast to load).
+RESUME_MAY_CHANGE = ("epochs", "workers", "resume", "early_stopping")
 
 
 def parse_args(argv=None):
+    """The flags; nothing here loads Keras, so `--help` and flag errors answer at once."""
+    from losses import add_loss_arguments
+    from Models import add_model_arguments
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # === The seed's flags ===
     p.add_argument("--exp_name", default="exp1", help="experiment name (a folder under --train_save_path)")
@@ -35,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--val_batch_size", type=positive_int, default=4)
     p.add_argument("--model_name", default="unet", help="model name (see Models/)")
     p.add_argument("--train_save_path", default="weights/", help="root folder of all runs")
-    p.add_argument("--resume", default="", help="'auto' or a run folder / checkpoint to continue")
+    p.add_argument("--resume", default="",
+                   help="'auto', a run folder, or its resume checkpoint: continue that run where it stopped")
     p.add_argument("--optimizer_name", default="adadelta", help="sgd, adam, adamw, rmsprop, adadelta, nadam")
     p.add_argument("--image_init", default="divide", choices=IMAGE_INITS)
     p.add_argument("--multi_gpus", type=str2bool, default=False)
@@ -49,18 +56,14 @@ def parse_args(argv=None):
                    help="threads decoding batches")
     p.add_argument("--augment", type=str2bool, default=False,
                    help="online augmentation: random scale, crop, flip, rotation, colour jitter (true/false)")
-    # === Model options (only for the models that take them) ===
-    p.add_argument("--backbone", default=None, help="pspnet: vanilla|mobilenet|resnet50; deeplab_v3+: mobilenet|xception")
-    p.add_argument("--downsample_factor", type=int, default=None, help="deeplab_v3+: output stride 8 or 16")
-    p.add_argument("--aux_branch", type=str2bool, default=None, help="pspnet: train an auxiliary head too")
-    p.add_argument("--aux_weight", type=float, default=0.4, help="loss weight of the auxiliary head (PSPNet: 0.4)")
+    p.add_argument("--aux_weight", type=float, default=0.4, help="loss weight of auxiliary heads (PSPNet: 0.4)")
     p.add_argument("--per_class_metrics", type=str2bool, default=True,
                    help="also log every metric per class (<metric>/<class> columns)")
     # === Scale, precision, schedules, fine-tuning ===
     p.add_argument("--mixed_precision", type=str2bool, default=False,
                    help="float16 (GPU) / bfloat16 (CPU) compute, float32 weights and softmax")
     p.add_argument("--jit_compile", type=str2bool, default=False, help="compile the train step with XLA")
-    p.add_argument("--lr_schedule", default="constant", help="constant, step, cos, poly or plateau")
+    p.add_argument("--lr_schedule", default="constant", help=", ".join(LR_SCHEDULES))
     p.add_argument("--warmup_epochs", type=int, default=0, help="linear learning-rate warm-up epochs")
     p.add_argument("--lr_step", type=positive_int, default=10, help="step: epochs between decays")
     p.add_argument("--lr_gamma", type=float, default=0.1, help="step/plateau: decay factor")
@@ -73,51 +76,133 @@ def parse_args(argv=None):
                    help="keep the --pretrained layers frozen for the first N epochs, then train everything")
     p.add_argument("--tensorboard_images", type=int, default=4,
                    help="validation images shown (image | truth | prediction) in TensorBoard each epoch")
-    from losses import add_loss_arguments
+    add_model_arguments(p)
     add_loss_arguments(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args._given = given_flags(p, argv)
+    return args
 
 
-# === Run folder and resume ===
+def given_flags(parser, argv):
+    """The flags the command line sets (a resumed run keeps its own value for every other one)."""
+    saved = {action.dest: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for action in parser._actions:
+            action.default = saved[action.dest]
 
-def resolve_resume(args):
-    """-> (run_dir, checkpoint to load or None, state dict or None)."""
-    from utils.run import STATE_FILE, read_json
+
+# === Step 1: the run folder, and where a resumed run stands ===
+
+@dataclass
+class Run:
+    """The run folder and its state.json (`state` is empty for a new run; RunCommit owns it from here)."""
+    dir: str
+    checkpoint: str = None  # the resume checkpoint to load, or None for a new run
+    state: dict = field(default_factory=dict)
+    saved_config: dict = field(default_factory=dict)
+
+    @property
+    def completed(self):
+        return self.state.get("epoch", 0)
+
+
+def open_run(args):
+    """-> Run; on resume the run's config.json replaces the flags (but those of RESUME_MAY_CHANGE given)."""
+    from utils.run import CONFIG_FILE, STATE_FILE, read_json
+    if args.multi_gpus and os.environ.get("TF_CONFIG"):
+        from utils.distributed import worker_index
+        if worker_index() != 0:  # only the chief writes the run folder; the others keep a private copy
+            args.train_save_path = os.path.join(args.train_save_path, f".worker{worker_index()}")
     run_dir = os.path.join(args.train_save_path, args.exp_name, args.model_name)
     if not args.resume:
-        if os.path.exists(os.path.join(run_dir, STATE_FILE)) or os.path.exists(os.path.join(run_dir, "config.json")):
+        if any(os.path.exists(os.path.join(run_dir, f)) for f in (STATE_FILE, CONFIG_FILE)):
             raise UserError(f"{run_dir} already holds a run; pass --resume auto to continue it, "
                             "or choose another --exp_name")
-        return run_dir, None, None
+        return Run(run_dir)
     if args.resume != "auto":
-        target = args.resume
-        if not os.path.exists(target):
-            raise UserError(f"--resume {target}: no such file or folder")
-        run_dir = target if os.path.isdir(target) else os.path.dirname(os.path.abspath(target))
+        if not os.path.exists(args.resume):
+            raise UserError(f"--resume {args.resume}: no such file or folder")
+        run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
     state_path = os.path.join(run_dir, STATE_FILE)
     if not os.path.isfile(state_path):
         if args.resume == "auto":
-            return run_dir, None, None  # nothing to resume yet: start fresh
+            return Run(run_dir)  # nothing to resume yet: start fresh
         raise UserError(f"--resume {args.resume}: {state_path} not found (not a run folder of train.py)")
-    state = read_json(state_path, "run state")
+    state = check_state(read_json(state_path, "run state"), state_path)
     checkpoint = os.path.join(run_dir, state["resume_checkpoint"])
-    if args.resume not in ("auto", run_dir) and os.path.isfile(args.resume):
-        checkpoint = args.resume
-    return run_dir, checkpoint, state
-
-
-def load_run_config(args, run_dir):
-    """On resume, the run's own settings win; only --epochs, --workers and --early_stopping may change."""
-    from utils.run import read_json
-    saved = read_json(os.path.join(run_dir, "config.json"), "run configuration")
+    if os.path.isfile(args.resume) and os.path.abspath(args.resume) != os.path.abspath(checkpoint):
+        raise UserError(f"--resume {args.resume}: only the run folder or its resume checkpoint "
+                        f"({state['resume_checkpoint']}, after epoch {state['epoch']}) continues the run; "
+                        f"to start a new run from these weights pass --pretrained {args.resume}")
+    from utils.model_files import check_model_file
+    check_model_file(checkpoint, "--resume", accepted=("keras",))
+    saved = read_json(os.path.join(run_dir, CONFIG_FILE), "run configuration")
     for key, value in saved.items():
-        if key not in ("epochs", "workers", "resume", "early_stopping") and hasattr(args, key):
+        if hasattr(args, key) and not (key in RESUME_MAY_CHANGE and key in args._given):
             setattr(args, key, value)
-    return saved
+    return Run(run_dir, checkpoint, state, saved)
+
+
+def check_state(state, path):
+    """state.json as train.py wrote it, or one line saying what is wrong with it."""
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) \
+            or not isinstance(state.get("resume_checkpoint"), str):
+        raise UserError(f"{path}: not a train.py run state (needs an integer 'epoch' and a 'resume_checkpoint' "
+                        "file name); the run cannot resume")
+    return state
+
+
+def finished_message(args, run):
+    """Why a resumed run has nothing left to do, or None."""
+    best = os.path.join(run.dir, run.state.get("best_checkpoint") or "")
+    if run.completed >= args.epochs:
+        return f"{run.dir}: all {args.epochs} epochs already done; best checkpoint: {best}"
+    stopped = run.state.get("stopped_early")
+    if stopped and stopped.get("patience") == args.early_stopping and stopped.get("epochs") == args.epochs:
+        return (f"{run.dir}: stopped early at epoch {stopped['epoch']} (no better {run.state.get('monitor')} "
+                f"for {stopped['patience']} epochs); best checkpoint: {best}. To train on, pass another "
+                "--early_stopping (0: off) or --epochs")
+    return None
+
+
+# === Step 2: every name and size, resolved once to its registry entry ===
+
+@dataclass
+class Choices:
+    """What the flags name, resolved and checked before any data is read or Keras loads."""
+    model: object          # Models.ModelEntry
+    model_options: dict
+    metric_names: list
+    loss_options: dict     # without --class_weights auto's values: those need the label counts
+    base_lr: float
+
+
+def resolve_names(args):
+    from losses import check_loss_name, check_options, loss_options
+    from metrics import parse_metric_names
+    from Models import get_entry, given_options
+    from utils.optimizers import default_lr
+    entry = get_entry(args.model_name)
+    options = entry.resolve(given_options(args))
+    entry.check_size(args.input_height, args.input_width, options)
+    metric_names = parse_metric_names(args.metrics)
+    if "iou_score" not in metric_names:
+        metric_names.append("iou_score")  # the checkpoint criterion
+    if not args.n_classes <= args.ignore_label <= 255:
+        raise UserError(f"--ignore_label {args.ignore_label} must be in {args.n_classes}..255 "
+                        f"(above the class ids of --n_classes {args.n_classes})")
+    check_loss_name(args.loss, args.n_classes)
+    loss_opts = check_options(args.loss, args.n_classes, loss_options(args))
+    check_training_flags(args)
+    base_lr = args.lr if args.lr is not None else default_lr(args.optimizer_name)
+    return Choices(entry, options, metric_names, loss_opts, base_lr)
 
 
 def check_training_flags(args):
-    from utils.training import LR_SCHEDULES
     if args.lr_schedule not in LR_SCHEDULES:
         raise UserError(f"--lr_schedule {args.lr_schedule!r} is unknown; valid: {', '.join(LR_SCHEDULES)}")
     for flag in ("warmup_epochs", "early_stopping", "freeze_epochs", "tensorboard_images"):
@@ -127,221 +212,284 @@ def check_training_flags(args):
         raise UserError(f"--warmup_epochs {args.warmup_epochs} must be below --epochs {args.epochs}")
     if not 0 < args.lr_gamma <= 1:
         raise UserError(f"--lr_gamma {args.lr_gamma}: must be in (0, 1]")
+    if args.pretrained:
+        from utils.model_files import check_model_file
+        check_model_file(args.pretrained, "--pretrained", accepted=("keras", "h5"))
     if args.freeze_epochs and not args.pretrained:
         raise UserError("--freeze_epochs freezes the layers loaded by --pretrained; pass --pretrained too")
     if args.early_stopping and not args.validate:
         raise UserError("--early_stopping watches the validation mIoU; it needs --validate true")
 
 
-def trim_log(log_path, completed_epochs):
-    """Drop log.csv rows of epochs after the resume point, so the log stays continuous."""
-    if not os.path.isfile(log_path):
-        return
-    with open(log_path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        return
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < completed_epochs]
-    with open(log_path, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows(kept)
+# === Step 3: the data splits ===
+
+@dataclass
+class Splits:
+    train: list
+    val: list               # None without --validate
+    class_names: list
+    class_counts: object    # per-class label pixels of the training split (only for --class_weights auto)
+    prep: object            # data.Preprocessing
+    augmenter: object       # None without --augment
 
 
-# === Main ===
-
-def main(argv=None):
-    args = parse_args(argv)
-    if args.multi_gpus and os.environ.get("TF_CONFIG"):
-        from utils.training import worker_index
-        if worker_index() != 0:  # only the chief writes the run folder; the others keep a private copy
-            args.train_save_path = os.path.join(args.train_save_path, f".worker{worker_index()}")
-    run_dir, checkpoint, state = resolve_resume(args)
-    saved_config = load_run_config(args, run_dir) if checkpoint else {}
-    check_training_flags(args)
-    completed = state["epoch"] if state else 0
-    if completed >= args.epochs:
-        print(f"{run_dir}: all {args.epochs} epochs already done; best checkpoint: "
-              f"{os.path.join(run_dir, state['best_checkpoint'] or '')}")
-        return 0
-
-    import keras
-
-    import numpy as np
-
-    from data import Preprocessing, SegmentationDataset, load_pair, read_class_names
-    from utils.image import fit_image, read_image
-    from losses import get_loss, loss_options
-    from metrics import get_metrics, parse_metric_names
+def load_splits(args):
+    """The cheap checks of tools/verify_dataset.py stop a bad data set before any training."""
+    from data import Preprocessing, read_class_names
     from tools.verify_dataset import verify
     from utils.augment import build_augmenter
-    from Models import build_model, check_options, get_builder
-    from utils.callbacks import RunCheckpoint
-    from utils.optimizers import check_name, default_lr, get_optimizer
-    from utils.run import write_json_atomic
-
-    # Check every name and size before touching data or building anything.
-    builder = get_builder(args.model_name)
-    check_name(args.optimizer_name)
-    options = {k: getattr(args, k) for k in ("backbone", "downsample_factor", "aux_branch")
-               if getattr(args, k) is not None}
-    check_options(args.model_name, options)
-    # Some models' size rule depends on their options (deeplab_v3+'s output stride).
-    rule_for = getattr(builder, "size_rule_for", None)
-    (rule_for(**options) if rule_for else builder.size_rule).check(args.model_name, args.input_height,
-                                                                   args.input_width)
-    metric_names = parse_metric_names(args.metrics)
-    if "iou_score" not in metric_names:
-        metric_names.append("iou_score")  # the checkpoint criterion
-    if not args.n_classes <= args.ignore_label <= 255:
-        raise UserError(f"--ignore_label {args.ignore_label} must be in {args.n_classes}..255 "
-                        f"(above the class ids of --n_classes {args.n_classes})")
-    get_loss(args.loss, args.n_classes, args.ignore_label, **loss_options(args))  # checks names and options
     class_names = read_class_names(args.data_root, args.dataset_name, args.n_classes)
-
-    # === Data: the cheap checks of tools/verify_dataset.py stop a bad data set before any training ===
     report = verify(args.data_root, args.dataset_name, args.n_classes, args.ignore_label, cheap=True)
     for warning in report.warnings:
         print(f"warning: {warning}")
     if not report.ok:
         more = f" (and {len(report.errors) - 1} more: run tools/verify_dataset.py)" if len(report.errors) > 1 else ""
         raise UserError(report.errors[0] + more)
-    train_pairs = report.splits["train"].pairs
-    val_pairs, val_split = None, None
+    train = report.splits["train"].pairs
+    # Counting decodes every training label (~3 ms each): only --class_weights auto needs the counts.
+    counts = report.splits["train"].class_counts if str(args.class_weights).strip().lower() == "auto" else None
+    line = f"train: {len(train)} pairs"
+    if counts is not None:
+        shares = counts[:args.n_classes] / max(1, counts[:args.n_classes].sum())
+        line += "; class pixel shares: " + ", ".join(f"{i}={s:.3f}" for i, s in enumerate(shares))
+    print(line)
+    val = None
     if args.validate:
-        val_split = next((s for s in ("val", "test") if s in report.splits), None)
-        if val_split is None:
+        split = next((s for s in ("val", "test") if s in report.splits), None)
+        if split is None:
             raise UserError(f"--validate true but {os.path.join(args.data_root, args.dataset_name)} has no "
                             "val_image/val_label or test_image/test_label folders; pass --validate false")
-        val_pairs = report.splits[val_split].pairs
-    counts = report.splits["train"].class_counts
-    loss_opts = loss_options(args, counts)  # --class_weights auto: median frequency of these counts
-    loss = get_loss(args.loss, args.n_classes, args.ignore_label, **loss_opts)
-    if loss_opts.get("class_weights"):
-        print("class weights: " + ", ".join(f"{w:.3f}" for w in loss_opts["class_weights"]))
-    shares = counts[:args.n_classes] / max(1, counts[:args.n_classes].sum())
-    print(f"train: {len(train_pairs)} pairs; class pixel shares: "
-          + ", ".join(f"{i}={s:.3f}" for i, s in enumerate(shares)))
-    if val_pairs:
-        note = " (no val split: validating on the test split, as the original did)" if val_split == "test" else ""
-        print(f"validation: {len(val_pairs)} pairs from {val_split}_image/{note}")
-
+        val = report.splits[split].pairs
+        note = " (no val split: validating on the test split, as the original did)" if split == "test" else ""
+        print(f"validation: {len(val)} pairs from {split}_image/{note}")
     prep = Preprocessing(args.input_height, args.input_width, args.image_init, args.resize_op, args.ignore_label)
     augmenter = (build_augmenter(args.input_height, args.input_width, args.ignore_label,
                                  keep_aspect=args.resize_op == 2) if args.augment else None)
+    return Splits(train, val, class_names, counts, prep, augmenter)
 
-    # === Devices, precision, model ===
-    from utils.training import (EarlyStopping, LearningRateControl, load_pretrained, make_strategy,
-                                set_frozen, set_precision, synchronize_batch_norm)
-    from utils.monitoring import ValidationImages, write_curves
+
+# === Step 4: devices, the model, its loss and optimizer ===
+
+@dataclass
+class Session:
+    model: object
+    scope: object           # the distribution strategy's scope (a null context on one device)
+    replicas: int
+    devices: str
+    policy: str
+    loss: object
+    loss_options: dict
+    frozen: list            # layers loaded by --pretrained and frozen for --freeze_epochs
+    compile: object         # compile(model): a new optimizer, same loss and metrics
+
+
+def build_session(args, choices, run, splits):
+    import keras
+
+    from losses import get_loss, loss_options
+    from metrics import get_metrics
+    from utils.distributed import make_strategy
+    from utils.training import set_precision
+    loss_opts = loss_options(args, splits.class_counts)  # --class_weights auto: median frequency of the counts
+    if loss_opts.get("class_weights"):
+        print("class weights: " + ", ".join(f"{w:.3f}" for w in loss_opts["class_weights"]))
+    loss = get_loss(args.loss, args.n_classes, args.ignore_label, **loss_opts)
     policy = set_precision(args.mixed_precision)
     scope, replicas, devices = make_strategy(args.multi_gpus)
-    keras.utils.set_random_seed(args.seed + completed)
-    frozen = saved_config.get("frozen_layers", [])
-    base_lr = args.lr if args.lr is not None else default_lr(args.optimizer_name)
+    keras.utils.set_random_seed(args.seed + run.completed)
 
     def compile_model(model):
-        metrics = get_metrics(metric_names, args.n_classes, args.ignore_label, per_class=args.per_class_metrics,
-                              class_names=class_names)
-        optimizer = get_optimizer(args.optimizer_name, base_lr)
-        if len(model.outputs) == 1:
-            model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=args.jit_compile)
-        else:  # main head first, then auxiliary heads: one loss each, metrics on the main head only
-            aux = len(model.outputs) - 1
-            model.compile(optimizer=optimizer, loss=[loss] * (aux + 1), loss_weights=[1.0] + [args.aux_weight] * aux,
-                          metrics=[metrics] + [[]] * aux, jit_compile=args.jit_compile)
+        from utils.optimizers import get_optimizer
+        metrics = get_metrics(choices.metric_names, args.n_classes, args.ignore_label,
+                              per_class=args.per_class_metrics, class_names=splits.class_names)
+        heads = len(model.outputs)  # main head first, then auxiliary heads: metrics on the main head only
+        model.compile(optimizer=get_optimizer(args.optimizer_name, choices.base_lr),
+                      loss=loss if heads == 1 else [loss] * heads,
+                      loss_weights=None if heads == 1 else [1.0] + [args.aux_weight] * (heads - 1),
+                      metrics=metrics if heads == 1 else [metrics] + [[]] * (heads - 1),
+                      jit_compile=args.jit_compile)
 
     with scope:
-        if checkpoint:
-            print(f"resuming from {checkpoint} after epoch {completed}")
-            import metrics.confusion  # noqa: F401  registers the compiled metrics' classes for load_model
-            model = keras.models.load_model(checkpoint, safe_mode=True)
-            model.jit_compile = args.jit_compile
-        else:
-            model = build_model(args.model_name, args.n_classes, args.input_height, args.input_width, **options)
-            if args.pretrained:
-                loaded = load_pretrained(model, args.pretrained)
-                if args.freeze_epochs:
-                    frozen = loaded
-                    set_frozen(model, frozen, True)
-                    if not model.trainable_weights:
-                        raise UserError(f"--freeze_epochs: every layer came from --pretrained {args.pretrained}; "
-                                        "nothing would train")
-            if replicas > 1 and keras.backend.backend() == "tensorflow":
-                synchronize_batch_norm(model)
+        model, frozen = (resume_model(args, run) if run.checkpoint
+                         else new_model(args, choices, replicas))
+        if not run.checkpoint:
             compile_model(model)
-    copies = len(model.outputs)
-    global_train_batch, global_val_batch = args.train_batch_size * replicas, args.val_batch_size * replicas
-    train_data = SegmentationDataset(train_pairs, global_train_batch, prep, args.n_classes, shuffle=True,
-                                     seed=args.seed, augmenter=augmenter, workers=args.workers,
-                                     start_epoch=completed, label_copies=copies)
-    val_data = (SegmentationDataset(val_pairs, global_val_batch, prep, args.n_classes, shuffle=False,
-                                    workers=args.workers, label_copies=copies) if val_pairs else None)
-    print(f"{args.model_name}: {model.count_params():,} parameters, input {args.input_height}x{args.input_width}, "
-          f"{args.n_classes} classes, loss {args.loss}, optimizer {args.optimizer_name} "
-          f"(lr {base_lr:g}, schedule {args.lr_schedule}), precision {policy}")
-    print(f"devices: {devices}; {replicas} replica(s) x batch {args.train_batch_size} = "
-          f"global batch {global_train_batch}")
+    return Session(model, scope, replicas, devices, policy, loss, loss_opts, frozen, compile_model)
 
-    # === Run folder ===
-    os.makedirs(run_dir, exist_ok=True)
-    config = {k: v for k, v in vars(args).items() if k != "resume"}
-    config.update(class_names=class_names, loss_options=loss_opts, model_options=options,
-                  augment_config=augmenter.config() if augmenter else None, frozen_layers=frozen,
-                  replicas=replicas, precision_policy=policy,
+
+def resume_model(args, run):
+    import keras
+
+    from utils.inference import register_custom_objects
+    register_custom_objects(compiled=True)  # the checkpoint names the layers, loss and metric classes
+    print(f"resuming from {run.checkpoint} after epoch {run.completed}")
+    try:
+        model = keras.models.load_model(run.checkpoint, safe_mode=True)
+    except (ValueError, OSError, KeyError, TypeError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"--resume: {run.checkpoint} does not load ({first_line})") from None
+    model.jit_compile = args.jit_compile
+    return model, run.saved_config.get("frozen_layers", [])
+
+
+def new_model(args, choices, replicas):
+    import keras
+
+    from utils.distributed import synchronize_batch_norm
+    from utils.training import load_pretrained, set_frozen
+    model = choices.model.build(args.n_classes, args.input_height, args.input_width, **choices.model_options)
+    frozen = []
+    if args.pretrained:
+        loaded = load_pretrained(model, args.pretrained)
+        if args.freeze_epochs:
+            frozen = loaded
+            set_frozen(model, frozen, True)
+            if not model.trainable_weights:
+                raise UserError(f"--freeze_epochs: every layer came from --pretrained {args.pretrained}; "
+                                "nothing would train")
+    if replicas > 1 and keras.backend.backend() == "tensorflow":
+        synchronize_batch_norm(model)
+    return model, frozen
+
+
+# === Step 5: the run folder's config.json ===
+
+def write_run_config(args, choices, run, session, splits):
+    import keras
+
+    from utils.run import CONFIG_FILE, write_json_atomic
+    os.makedirs(run.dir, exist_ok=True)
+    config = {k: v for k, v in vars(args).items() if k != "resume" and not k.startswith("_")}
+    config.update(class_names=splits.class_names, loss_options=session.loss_options,
+                  model_options=choices.model_options, frozen_layers=session.frozen,
+                  augment_config=splits.augmenter.config() if splits.augmenter else None,
+                  replicas=session.replicas, precision_policy=session.policy,
                   keras_version=keras.__version__, backend=keras.backend.backend())
-    write_json_atomic(os.path.join(run_dir, "config.json"), config)
+    write_json_atomic(os.path.join(run.dir, CONFIG_FILE), config)
+
+
+# === Step 6: data generators and callbacks ===
+
+def make_generators(args, run, session, splits):
+    from data import SegmentationDataset
+    heads = len(session.model.outputs)
+    train = SegmentationDataset(splits.train, args.train_batch_size * session.replicas, splits.prep, args.n_classes,
+                                shuffle=True, seed=args.seed, augmenter=splits.augmenter, workers=args.workers,
+                                start_epoch=run.completed, label_copies=heads)
+    val = (SegmentationDataset(splits.val, args.val_batch_size * session.replicas, splits.prep, args.n_classes,
+                               shuffle=False, workers=args.workers, label_copies=heads) if splits.val else None)
+    return train, val
+
+
+def make_callbacks(args, choices, run, session, splits):
+    """-> (callbacks, monitor). RunCommit comes first: it adds the learning rate to the logs the others see."""
+    import keras
+
+    from utils.callbacks import EpochLearningRate, RunCommit, trim_log
+    from utils.schedules import Schedule
+    model = session.model
     # With auxiliary heads Keras prefixes the main head's metrics with its output name.
-    score = "iou_score" if copies == 1 else f"{model.output_names[0]}_iou_score"
-    monitor = f"val_{score}" if val_data else score
-    log_path = os.path.join(run_dir, "log.csv")
-    trim_log(log_path, completed)
-    checkpointer = RunCheckpoint(run_dir, args.model_name, monitor, state)
-    lr_control = LearningRateControl(args.lr_schedule, base_lr, args.epochs, args.warmup_epochs, args.lr_step,
-                                     args.lr_gamma, args.lr_patience, monitor, checkpointer.state)
-    extras = []
-    if val_pairs and args.tensorboard_images:
-        shown = val_pairs[:args.tensorboard_images]
-        raw = [load_pair(image, label, prep, args.n_classes) for image, label in shown]
-        display = [fit_image(read_image(image), args.input_height, args.input_width, args.resize_op)
-                   for image, _ in shown]
-        extras.append(ValidationImages(os.path.join(run_dir, "log"), np.stack([r[0] for r in raw]),
-                                       np.stack(display), np.stack([r[1] for r in raw]), args.ignore_label))
-    print(f"saving to {run_dir}; best checkpoint by {monitor} (mean IoU over classes)")
+    score = "iou_score" if len(model.outputs) == 1 else f"{model.output_names[0]}_iou_score"
+    monitor = f"val_{score}" if splits.val else score
+    log_path = os.path.join(run.dir, "log.csv")
+    trim_log(log_path, run.completed)
+    schedule = Schedule(args.lr_schedule, choices.base_lr, args.epochs, args.warmup_epochs, args.lr_step,
+                        args.lr_gamma, args.lr_patience)
+    run.state.pop("stopped_early", None)  # finished_message let this run go on: its flags changed
+    callbacks = [RunCommit(run.dir, args.model_name, monitor, run.state, schedule, log_path, args.epochs,
+                           args.early_stopping),
+                 EpochLearningRate(schedule, run.state),
+                 keras.callbacks.TensorBoard(log_dir=os.path.join(run.dir, "log"))]
+    if splits.val and args.tensorboard_images:
+        callbacks.append(validation_images(args, run, splits))
+    return callbacks, monitor
 
-    def fit(until, first):
-        """Train epochs first+1..until; the callbacks are new each call so the CSV log appends."""
-        # Order matters for kill -9: the epoch's log row is written before state.json commits the
-        # epoch (a resume trims rows past the committed epoch), and early stopping reads the new state.
-        callbacks = [lr_control, *extras, keras.callbacks.CSVLogger(log_path, append=first > 0),
-                     keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "log")), checkpointer]
-        if args.early_stopping:
-            callbacks.append(EarlyStopping(args.early_stopping, checkpointer.state))
-        model.fit(train_data, validation_data=val_data, epochs=until, initial_epoch=first,
-                  callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else "auto")
 
-    # === Train: frozen pretrained layers first (--freeze_epochs), then everything ===
-    if frozen and completed < args.freeze_epochs:
-        print(f"epochs {completed + 1}-{min(args.freeze_epochs, args.epochs)}: {len(frozen)} pretrained layers frozen")
-        fit(min(args.freeze_epochs, args.epochs), completed)
-        completed = max(completed, min(args.freeze_epochs, args.epochs))
-    still_frozen = {layer.name for layer in model._flatten_layers() if not layer.trainable} & set(frozen)
-    if still_frozen and completed >= args.freeze_epochs and not model.stop_training:
-        with scope:
-            set_frozen(model, frozen, False)
-            compile_model(model)  # a new optimizer: the unfrozen weights need their own slots
-        print(f"epoch {completed + 1} on: all layers trainable")
-    if completed < args.epochs and not model.stop_training:
-        fit(args.epochs, completed)
+def validation_images(args, run, splits):
+    import numpy as np
+
+    from data import load_pair
+    from utils.image import fit_image, read_image
+    from utils.monitoring import ValidationImages
+    shown = splits.val[:args.tensorboard_images]
+    inputs, labels = zip(*(load_pair(image, label, splits.prep, args.n_classes) for image, label in shown))
+    display = [fit_image(read_image(image), args.input_height, args.input_width, args.resize_op) for image, _ in shown]
+    return ValidationImages(os.path.join(run.dir, "log"), np.stack(inputs), np.stack(display), np.stack(labels),
+                            args.ignore_label)
+
+
+# === Step 7: train, frozen pretrained layers first (--freeze_epochs), then everything ===
+
+def train(args, run, session, data, callbacks):
+    model, (train_data, val_data) = session.model, data
+    verbose = 2 if not sys.stdout.isatty() else "auto"
+
+    def fit(until):
+        try:
+            model.fit(train_data, validation_data=val_data, epochs=until, initial_epoch=run.completed,
+                      callbacks=callbacks, verbose=verbose)
+        except Exception:
+            # TensorFlow re-raises a batch's UserError (a bad label file) as its own error type.
+            for generator in (train_data, val_data):
+                if generator is not None and generator.user_error is not None:
+                    raise generator.user_error from None
+            raise
+
+    frozen_until = min(args.freeze_epochs, args.epochs)
+    if session.frozen and run.completed < frozen_until:
+        print(f"epochs {run.completed + 1}-{frozen_until}: {len(session.frozen)} pretrained layers frozen")
+        fit(frozen_until)
+    if model.stop_training or run.completed >= args.epochs:
+        return
+    still_frozen = {layer.name for layer in model._flatten_layers() if not layer.trainable} & set(session.frozen)
+    if still_frozen:
+        from utils.training import set_frozen
+        with session.scope:
+            set_frozen(model, session.frozen, False)
+            session.compile(model)  # a new optimizer: the unfrozen weights need their own slots
+        print(f"epoch {run.completed + 1} on: all layers trainable")
+    fit(args.epochs)
+
+
+def report(run, monitor):
+    from utils.monitoring import write_curves
+    log_path = os.path.join(run.dir, "log.csv")
     if os.path.isfile(log_path):
         try:
-            curves = write_curves(log_path, os.path.join(run_dir, "curves.png"))
-            print(f"loss and metric curves: {curves}")
+            print(f"loss and metric curves: {write_curves(log_path, os.path.join(run.dir, 'curves.png'))}")
         except Exception as exc:  # a plot must never fail a finished run
             print(f"warning: could not write curves.png ({exc})")
+    state = run.state
+    best = os.path.join(run.dir, state["best_checkpoint"]) if state.get("best_checkpoint") else None
+    score = state["best_score"] if state.get("best_score") is not None else float("nan")
+    print(f"best {monitor}: {score:.6f} at epoch {state.get('best_epoch')}; best checkpoint: {best}")
 
-    final = checkpointer.state
-    best = os.path.join(run_dir, final["best_checkpoint"]) if final["best_checkpoint"] else None
-    print(f"best {monitor}: {final['best_score'] if final['best_score'] is not None else float('nan'):.6f} "
-          f"at epoch {final['best_epoch']}; best checkpoint: {best}")
+
+# === Main ===
+
+def main(argv=None):
+    args = parse_args(argv)
+    run = open_run(args)
+    choices = resolve_names(args)
+    done = finished_message(args, run)
+    if done:
+        print(done)
+        return 0
+    from utils.backend import import_keras
+    import_keras()  # before the data code, which subclasses keras.utils.PyDataset
+    splits = load_splits(args)
+    session = build_session(args, choices, run, splits)
+    data = make_generators(args, run, session, splits)
+    print(f"{args.model_name}: {session.model.count_params():,} parameters, input {args.input_height}x"
+          f"{args.input_width}, {args.n_classes} classes, loss {args.loss}, optimizer {args.optimizer_name} "
+          f"(lr {choices.base_lr:g}, schedule {args.lr_schedule}), precision {session.policy}")
+    print(f"devices: {session.devices}; {session.replicas} replica(s) x batch {args.train_batch_size} = "
+          f"global batch {args.train_batch_size * session.replicas}")
+    write_run_config(args, choices, run, session, splits)
+    callbacks, monitor = make_callbacks(args, choices, run, session, splits)
+    print(f"saving to {run.dir}; best checkpoint by {monitor} (mean IoU over classes)")
+    train(args, run, session, data, callbacks)
+    report(run, monitor)
     return 0
 
 

@@ -107,12 +107,3 @@ def build_model(name, n_classes, input_height, input_width, **options):
     """Build the registered model `name`: `get_entry(name).build(...)`."""
     return get_entry(name).build(n_classes, input_height, input_width, **options)
 
-
-# === Legacy (remove when train.py uses get_entry / entry.resolve / entry.check_size) ===
-
-get_builder = get_entry
-
-
-def check_options(name, options):
-    """Raise a UserError for an option that `name` does not take or a value it rejects."""
-    return get_entry(name).resolve(options)

@@ -137,11 +137,3 @@ def pspnet(n_classes, input_height, input_width, backbone="vanilla", aux_branch=
         outputs = [outputs, aux]
     suffix = "" if backbone == "vanilla" else "_" + backbone
     return keras.Model(inputs, outputs, name="pspnet" + suffix)
-
-
-def main_output_model(model):
-    """The model itself when it has one output, else a model sharing its layers that returns
-    only `outputs[0]` (the main head): for prediction and export of an `aux_branch` model."""
-    if len(model.outputs) == 1:
-        return model
-    return keras.Model(model.input, model.outputs[0], name=model.name)

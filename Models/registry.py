@@ -142,13 +142,3 @@ class ModelEntry:
         resolved = self.resolve(options)
         self.check_size(input_height, input_width, resolved)
         return self.load_builder()(n_classes, input_height, input_width, **resolved)
-
-    # === Legacy (remove when train.py and tools/ use the methods above) ===
-
-    def __call__(self, n_classes, input_height, input_width, **options):
-        """`MODELS[name](n_classes, h, w, **options)`, as when MODELS held builders: `build`."""
-        return self.build(n_classes, input_height, input_width, **options)
-
-    def size_rule_for(self, **options):
-        """The old `builder.size_rule_for(**options)`: `size_rule(options)`."""
-        return self.size_rule(options)

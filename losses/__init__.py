@@ -113,7 +113,7 @@ def loss_options(args, class_counts=None):
     """The loss options the user set on the command line, as `get_loss(**options)` takes them.
 
     `--class_weights auto` needs `class_counts` (per-class label pixel counts,
-    `data.scan_pairs`); without them it stands in equal weights, so the name
+    `utils.dataset_checks.count_classes`); without them it stands in equal weights, so the name
     and options can be checked before the data set is scanned.
     """
     options = {key: getattr(args, key) for key in SCALAR_OPTIONS if getattr(args, key, None) is not None}

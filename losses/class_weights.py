@@ -9,7 +9,7 @@ from utils.errors import UserError
 def median_frequency(counts, n_classes=None):
     """Median-frequency balancing (Eigen & Fergus 2015): w_c = median(f) / f_c, f_c = pixels_c / all pixels.
 
-    `counts` are per-class label pixel counts (e.g. `data.scan_pairs`, whose
+    `counts` are per-class label pixel counts (e.g. `utils.dataset_checks.count_classes`, whose
     array has 256 entries; `n_classes` keeps the first n). The median is over
     classes that occur; a class that never occurs gets weight 1.0, the
     median class's weight (it has no pixel to weigh in training anyway).

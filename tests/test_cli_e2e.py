@@ -1,12 +1,13 @@
 """train.py -> test.py end to end on tiny data, resume, and one-line errors for bad input."""
 import json
 import os
+import shutil
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, read_log, run_script, write_dataset
+from conftest import assert_one_line_error, read_log, read_state, run_script, write_dataset
 
 run = run_script
 
@@ -66,6 +67,9 @@ def test_test_py_writes_masks_at_original_size_and_metrics(trained_run, tmp_path
     assert [c["name"] for c in metrics["per_class"]] == ["class_0", "class_1"]
     assert metrics["pixels"] == 2 * 40 * 48
     assert "test mIoU" in result.stdout
+    # TensorFlow's absl/CUDA start-up notes are not shown on a machine without a GPU.
+    for noise in ("cuInit", "absl::InitializeLog", "oneDNN custom operations", "cudart_stub"):
+        assert noise not in result.stderr, result.stderr
     # A second run never overwrites the first one's outputs.
     again = run("test.py", "--weights_path", run_dir, "--output_path", out)
     assert again.returncode == 0 and os.path.isfile(str(out) + "_2/test0.png")
@@ -80,6 +84,74 @@ def test_resume_continues_epoch_count_and_log(trained_run, tmp_path):
     assert json.load(open(os.path.join(run_dir, "state.json")))["epoch"] == 3
     done = run("train.py", *train_args(root, save, "--epochs", 3, "--resume", "auto"))
     assert done.returncode == 0 and "already done" in done.stdout
+
+
+def copy_run(run_dir, tmp_path):
+    copy = str(tmp_path / "run")
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def test_resume_takes_the_run_folder_or_its_resume_checkpoint_only(trained_run, tmp_path):
+    """Before: --resume BEST.keras loaded that file but took the epoch count and log trimming from
+    state.json, so the run silently jumped ahead (or stopped as "already done")."""
+    root, save, run_dir, _ = trained_run
+    run_dir = copy_run(run_dir, tmp_path)
+    state = read_state(run_dir)
+    best = os.path.join(run_dir, state["best_checkpoint"])
+    if state["best_checkpoint"] == state["resume_checkpoint"]:  # not so after 2 epochs, but be sure
+        best = os.path.join(str(tmp_path), "copy.keras")
+        shutil.copyfile(os.path.join(run_dir, state["resume_checkpoint"]), best)
+    assert_one_line_error(run("train.py", *train_args(root, save, "--epochs", 4, "--resume", best)),
+                          "only the run folder or its resume checkpoint", f"--pretrained {best}")
+    resume_file = os.path.join(run_dir, state["resume_checkpoint"])
+    result = run("train.py", *train_args(root, save, "--epochs", state["epoch"] + 1, "--resume", resume_file))
+    assert result.returncode == 0, result.stderr
+    assert read_state(run_dir)["epoch"] == state["epoch"] + 1
+    assert len(read_log(run_dir)) == state["epoch"] + 1
+
+
+def test_an_early_stopped_run_stays_stopped_on_resume_until_its_flags_change(trained_run, tmp_path):
+    """Before: `stopped_early` never reached state.json, and a resumed early-stopped run trained again."""
+    root, save, run_dir, _ = trained_run
+    run_dir = copy_run(run_dir, tmp_path)
+    state = read_state(run_dir)
+    done = state["epoch"]
+    state["stopped_early"] = {"epoch": done, "patience": 1, "epochs": done + 2}
+    with open(os.path.join(run_dir, "state.json"), "w") as handle:
+        json.dump(state, handle)
+    same = run("train.py", "--resume", run_dir, "--epochs", done + 2, "--early_stopping", 1)
+    assert same.returncode == 0, same.stderr
+    assert f"stopped early at epoch {done}" in same.stdout and "Epoch" not in same.stdout
+    assert len(read_log(run_dir)) == done
+    longer = run("train.py", "--resume", run_dir, "--epochs", done + 1, "--early_stopping", 1)
+    assert longer.returncode == 0, longer.stderr
+    assert f"Epoch {done + 1}/{done + 1}" in longer.stdout
+    assert read_state(run_dir)["epoch"] == done + 1 and "stopped_early" not in read_state(run_dir)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("[]", "must be a JSON object"),
+    ('{"epoch": "two"}', "not a train.py run state"),
+    ("{not json", "not valid JSON"),
+])
+def test_resume_with_an_unreadable_state_json_is_one_line(trained_run, tmp_path, content, fragment):
+    _, _, run_dir, _ = trained_run
+    run_dir = copy_run(run_dir, tmp_path)
+    with open(os.path.join(run_dir, "state.json"), "w") as handle:
+        handle.write(content)
+    assert_one_line_error(run("train.py", "--resume", run_dir), "state.json", fragment)
+
+
+def test_resume_with_a_truncated_checkpoint_is_one_line(trained_run, tmp_path):
+    _, _, run_dir, _ = trained_run
+    run_dir = copy_run(run_dir, tmp_path)
+    path = os.path.join(run_dir, read_state(run_dir)["resume_checkpoint"])
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(data[:len(data) // 2])
+    assert_one_line_error(run("train.py", "--resume", run_dir), "--resume", os.path.basename(path))
 
 
 @pytest.mark.parametrize("args, fragments", [

@@ -382,7 +382,7 @@ def test_median_frequency_by_hand():
     # frequencies .6 .3 .1 -> median .3 -> weights .5 1 3; an absent class gets 1
     assert median_frequency([600, 300, 100]) == pytest.approx([0.5, 1.0, 3.0])
     assert median_frequency([600, 0, 300, 100]) == pytest.approx([0.5, 1.0, 1.0, 3.0])
-    # 256 counts from scan_pairs (ignore-label bin at 255) with n_classes
+    # 256 counts from count_classes (ignore-label bin at 255) with n_classes
     counts = np.zeros(256)
     counts[[0, 1, 255]] = [300, 100, 10 ** 6]
     assert median_frequency(counts, 2) == pytest.approx([200 / 300, 200 / 100])

@@ -12,7 +12,8 @@ from Models.size_rules import InputSizeError
 from Models.common import BN_MOMENTUM, batch_norm, conv_bn
 from Models.layers import AdaptiveAvgPool2D, BilinearUpsampling, MaxUnpool2D, PadChannels, ResizeTo
 from Models.mobilenet import mobilenet_encoder
-from Models.pspnet import main_output_model, resnet50_encoder
+from Models.pspnet import resnet50_encoder
+from utils.inference import main_output_model
 from utils.errors import UserError
 
 N_CLASSES = 3

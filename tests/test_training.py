@@ -108,18 +108,6 @@ def test_two_logical_devices_match_one_device(data_root, tmp_path):
 
 # === Schedules, early stopping ===
 
-def test_scheduled_learning_rates_by_hand():
-    from utils.training import scheduled_lr
-    assert [scheduled_lr("step", 1.0, e, 30, step=10, gamma=0.1) for e in (0, 9, 10, 25)] == \
-        pytest.approx([1.0, 1.0, 0.1, 0.01])
-    # 1 warm-up epoch of 5: 0.5, then cosine over the remaining 4: 1, (1 + cos(pi/4)) / 2, 0.5, (1 + cos(3pi/4)) / 2
-    assert [scheduled_lr("cos", 1.0, e, 5, warmup_epochs=1) for e in range(5)] == \
-        pytest.approx([0.5, 1.0, 0.853553, 0.5, 0.146447], abs=1e-6)
-    assert [scheduled_lr("poly", 1.0, e, 4) for e in range(4)] == \
-        pytest.approx([1.0, 0.75 ** 0.9, 0.5 ** 0.9, 0.25 ** 0.9])
-    assert scheduled_lr("constant", 0.3, 7, 10) == 0.3
-
-
 def test_lr_logged_per_epoch_and_curves_written(data_root, tmp_path):
     save = str(tmp_path / "w")
     result = run("train.py", *tiny_args(data_root, save, "--epochs", 3, "--lr", 0.01, "--lr_schedule", "step",
@@ -129,20 +117,6 @@ def test_lr_logged_per_epoch_and_curves_written(data_root, tmp_path):
     assert [float(row["learning_rate"]) for row in rows] == pytest.approx([0.01, 0.005, 0.0025])
     assert os.path.isfile(os.path.join(save, "exp1", "unet", "curves.png"))
     assert os.listdir(os.path.join(save, "exp1", "unet", "log", "validation_images"))
-
-
-class _Model:
-    stop_training = False
-
-
-@pytest.mark.parametrize("best_epoch, done, stops", [(1, 2, False), (1, 3, True), (3, 3, False), (None, 2, True)])
-def test_early_stopping_counts_from_the_best_epoch_in_the_run_state(best_epoch, done, stops):
-    """The counter lives in state.json (best_epoch), so a resumed run stops at the same epoch."""
-    from utils.training import EarlyStopping
-    callback = EarlyStopping(2, {"best_epoch": best_epoch, "monitor": "val_iou_score"})
-    callback.set_model(_Model())
-    callback.on_epoch_end(done - 1)
-    assert callback.model.stop_training is stops
 
 
 # === Pretrained weights and freezing ===
@@ -220,26 +194,6 @@ def test_curves_tolerate_na_cells(tmp_path):
     log.write_text("epoch,loss,val_loss\n0,0.5,NA\n1,0.25,0.3\n")
     assert write_curves(str(log), str(tmp_path / "curves.png")) == str(tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
-
-
-def test_plateau_schedule_decays_after_patience_and_keeps_counters_in_state():
-    import keras
-
-    from utils.training import LearningRateControl
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
-    state = {}
-    control = LearningRateControl("plateau", 1.0, 10, 0, 10, 0.5, 2, "val_iou_score", state)
-    control.set_model(model)
-    rates = []
-    for epoch, score in enumerate([0.5, 0.6, 0.6, 0.55, 0.7]):
-        control.on_epoch_begin(epoch)
-        logs = {"val_iou_score": score}
-        control.on_epoch_end(epoch, logs)
-        rates.append(logs["learning_rate"])
-    # epochs 3 and 4 do not beat 0.6: after the second of them the rate halves for epoch 5
-    assert rates == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.5])
-    assert state["lr_plateau"] == {"lr": 0.5, "best": 0.7, "wait": 0}
 
 
 def test_jit_compile_and_early_stopping_flags_train(data_root, tmp_path):

@@ -115,7 +115,7 @@ def measure_model(name, options, size, batch_size, seconds, jit_compile=False, m
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
     height, width = legal_size(MODELS[name], size, size, options)
-    model = MODELS[name](2, height, width, **options)
+    model = MODELS[name].build(2, height, width, **options)
     heads = len(model.outputs)
     model.compile(optimizer=keras.optimizers.SGD(0.001), loss=["sparse_categorical_crossentropy"] * heads,
                   jit_compile=jit_compile)

@@ -72,7 +72,7 @@ def random_models(names, height, width, n_classes):
         for options, label in VARIANTS.get(name, [({}, name)]):
             h, w = legal_size(MODELS[name], height, width, options)
             keras.backend.clear_session()
-            yield label, MODELS[name](n_classes, h, w, **options)
+            yield label, MODELS[name].build(n_classes, h, w, **options)
 
 
 def trained_models(root):

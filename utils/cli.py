@@ -1,9 +1,14 @@
-"""Argument parsing helpers shared by the scripts."""
+"""Argument parsing helpers shared by the scripts (keras-free: `--help` and flag errors answer at once)."""
 import argparse
 import os
 
-# TensorFlow prints start-up noise on import; scripts set this before importing keras.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def quiet_tensorflow_env():
+    """TensorFlow's C++ INFO/WARNING lines off unless the user chose a level (utils/backend.py drops the rest)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+quiet_tensorflow_env()  # scripts import this module before anything that may load keras
 
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}

@@ -12,8 +12,6 @@ import contextlib
 import json
 import os
 
-import keras
-
 from utils.errors import UserError
 
 # === Strategy ===
@@ -35,6 +33,7 @@ def make_strategy(multi_gpus):
             raise UserError(f"TF_CONFIG names a cluster of {tasks} tasks but --multi_gpus is false; "
                             "pass --multi_gpus true on every worker, or unset TF_CONFIG")
         return contextlib.nullcontext(), 1, "one device"
+    import keras
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -139,6 +138,7 @@ def worker_index():
 def synchronize_batch_norm(model):
     """Batch statistics over the global batch, not each replica's slice (SyncBN, as mmsegmentation
     trains on several GPUs): the replicated run then computes what one device would."""
+    import keras
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True

@@ -61,6 +61,15 @@ def main_output_model(model):
     return keras.Model(model.input, model.outputs[0], name=model.name)
 
 
+def register_custom_objects(compiled=False):
+    """Import what saved models name, so `load_model(safe_mode=True)` finds it: the models' custom
+    layers, and for a compiled checkpoint (a resume) the loss and metric classes too."""
+    import Models.layers  # noqa: F401
+    if compiled:
+        import losses.keras_loss  # noqa: F401
+        import metrics.confusion  # noqa: F401
+
+
 def load_keras_model(path, flag="--weights_path"):
     """The checkpoint's model with its main output only (auxiliary training heads dropped).
 
@@ -69,7 +78,7 @@ def load_keras_model(path, flag="--weights_path"):
     """
     import keras
 
-    import Models  # noqa: F401  registers the models' custom layers before loading
+    register_custom_objects()
     check_model_file(path, flag, accepted=("keras",))
     with loader_errors(path, flag, "Keras"):
         model = keras.models.load_model(path, compile=False, safe_mode=True)

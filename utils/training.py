@@ -1,72 +1,12 @@
-"""What train.py adds around `model.fit`: devices, precision, learning-rate schedules, early stopping,
-pretrained weights and encoder freezing.
+"""What train.py adds around `model.fit`: devices, precision, pretrained weights and encoder freezing.
 
-Everything here that changes from epoch to epoch is a pure function of the
-epoch number or lives in the run's state.json, so a resumed run (even after
-kill -9) continues with the same learning rate, patience counters and
-frozen/unfrozen layers as if it had never stopped.
+Schedules are in utils/schedules.py and the per-epoch commit (checkpoints,
+early stopping, state.json) in utils/callbacks.py.
 """
-import contextlib
-import math
-import os
-
 import keras
 import numpy as np
 
 from utils.errors import UserError
-
-LR_SCHEDULES = ("constant", "step", "cos", "poly", "plateau")
-
-
-# === Devices: data-parallel training ===
-
-def make_strategy(multi_gpus):
-    """-> (scope context manager, number of replicas, description).
-
-    TensorFlow: `MultiWorkerMirroredStrategy` when TF_CONFIG names a cluster,
-    else `MirroredStrategy` over every visible GPU (or, with no GPU, every
-    logical CPU device when more than one is configured, which is how the
-    tests run it). JAX: `keras.distribution.DataParallel` over all devices.
-    """
-    if not multi_gpus:
-        return contextlib.nullcontext(), 1, "one device"
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-        if os.environ.get("TF_CONFIG"):
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
-            kind = "MultiWorkerMirroredStrategy (TF_CONFIG)"
-        else:
-            devices = [d.name for d in tf.config.list_logical_devices("GPU")]
-            if not devices:
-                devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-            strategy = tf.distribute.MirroredStrategy(devices)
-            kind = "MirroredStrategy over " + ", ".join(devices)
-        return strategy.scope(), strategy.num_replicas_in_sync, kind
-    if backend == "jax":
-        devices = keras.distribution.list_devices()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        return contextlib.nullcontext(), len(devices), "keras.distribution.DataParallel over " + ", ".join(devices)
-    raise UserError(f"--multi_gpus true needs the tensorflow or jax backend (KERAS_BACKEND is {backend})")
-
-
-def worker_index():
-    """This machine's index in a TF_CONFIG cluster (0, the chief, when there is none)."""
-    import json
-    try:
-        task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
-    except json.JSONDecodeError:
-        raise UserError("TF_CONFIG is not valid JSON") from None
-    return int(task.get("index", 0)) if task.get("type", "worker") in ("worker", "chief") else -1
-
-
-def synchronize_batch_norm(model):
-    """Batch statistics over the global batch, not each replica's slice (SyncBN, as mmsegmentation
-    trains on several GPUs): the replicated run then computes what one device would."""
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = True
-
 
 # === Precision and compilation ===
 
@@ -85,86 +25,6 @@ def _physical_devices():
         import tensorflow as tf
         return tf.config.list_physical_devices()
     return []
-
-
-# === Learning-rate schedules ===
-
-def scheduled_lr(schedule, base_lr, epoch, epochs, warmup_epochs=0, step=10, gamma=0.1, power=0.9):
-    """Learning rate of 0-based `epoch` (constant, step, cos, poly; plateau's is `base_lr` here).
-
-    Warm-up rises linearly to `base_lr` over the first `warmup_epochs`; the
-    schedule then runs over the remaining epochs.
-    """
-    if epoch < warmup_epochs:
-        return base_lr * (epoch + 1) / (warmup_epochs + 1)
-    t, span = epoch - warmup_epochs, max(1, epochs - warmup_epochs)
-    if schedule == "step":
-        return base_lr * gamma ** (t // step)
-    if schedule == "cos":
-        return base_lr * 0.5 * (1 + math.cos(math.pi * t / span))
-    if schedule == "poly":
-        return base_lr * (1 - t / span) ** power
-    return base_lr
-
-
-class LearningRateControl(keras.callbacks.Callback):
-    """Sets the learning rate at each epoch start and logs it as `learning_rate`.
-
-    `plateau` multiplies it by `gamma` after `patience` epochs without a better
-    `monitor`; its counters are kept in `state` (saved in state.json) so a
-    resumed run keeps them. Place before the CSV logger and the checkpoint.
-    """
-
-    def __init__(self, schedule, base_lr, epochs, warmup_epochs, step, gamma, patience, monitor, state):
-        super().__init__()
-        self.schedule, self.base_lr, self.epochs = schedule, base_lr, epochs
-        self.warmup_epochs, self.step, self.gamma = warmup_epochs, step, gamma
-        self.patience, self.monitor = patience, monitor
-        self.state = state
-        self.state.setdefault("lr_plateau", {"lr": base_lr, "best": None, "wait": 0})
-
-    def lr_for(self, epoch):
-        if self.schedule == "plateau" and epoch >= self.warmup_epochs:
-            return self.state["lr_plateau"]["lr"]
-        return scheduled_lr(self.schedule, self.base_lr, epoch, self.epochs, self.warmup_epochs, self.step,
-                            self.gamma)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.model.optimizer.learning_rate.assign(self.lr_for(epoch))
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        if self.schedule != "plateau" or epoch < self.warmup_epochs:
-            return
-        plateau, score = self.state["lr_plateau"], logs.get(self.monitor)
-        if score is None or not math.isfinite(score):
-            return
-        if plateau["best"] is None or score > plateau["best"]:
-            plateau.update(best=float(score), wait=0)
-        else:
-            plateau["wait"] += 1
-            if plateau["wait"] >= self.patience:
-                plateau.update(lr=plateau["lr"] * self.gamma, wait=0)
-
-
-class EarlyStopping(keras.callbacks.Callback):
-    """Stop when the best score (tracked by the checkpoint callback's state) is `patience` epochs old.
-
-    Reads the run's state rather than keeping its own counter, so it survives a resume.
-    """
-
-    def __init__(self, patience, state):
-        super().__init__()
-        self.patience, self.state = patience, state
-
-    def on_epoch_end(self, epoch, logs=None):
-        best_epoch = self.state.get("best_epoch") or 0
-        if epoch + 1 - best_epoch >= self.patience:
-            print(f"early stopping: no better {self.state.get('monitor')} for {self.patience} epochs "
-                  f"(best at epoch {best_epoch})")
-            self.model.stop_training = True
-            self.state["stopped_early"] = epoch + 1
 
 
 # === Pretrained weights and freezing ===
