@@ -71,3 +71,23 @@ def test_plateau_schedule_decays_after_patience_and_keeps_counters_in_state(tmp_
     assert rates == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.5])
     assert read_state(str(tmp_path))["lr_plateau"] == {"lr": 0.5, "best": 0.7, "wait": 0}
     assert [float(row["learning_rate"]) for row in read_log(str(tmp_path))] == pytest.approx(rates)
+
+
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from utils.run import save_model_atomic, write_json_atomic
+    path = tmp_path / "state.json"
+    write_json_atomic(str(path), {"epoch": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(str(path), {"epoch": object()})  # not JSON: fails half-way through the dump
+    assert read_state(str(tmp_path)) == {"epoch": 1}
+
+    class Broken:
+        def save(self, name):
+            with open(name, "wb") as handle:
+                handle.write(b"half")
+            raise OSError("disk full")
+    (tmp_path / "m.keras").write_bytes(b"old")
+    with pytest.raises(OSError, match="disk full"):
+        save_model_atomic(Broken(), str(tmp_path / "m.keras"))
+    assert (tmp_path / "m.keras").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "state.json"]

@@ -7,6 +7,7 @@
 - `<model>.<epoch:02d>-<score:.6f>.keras` the best checkpoint so far;
 - `log.csv`, `log/` (TensorBoard).
 """
+import contextlib
 import json
 import os
 import tempfile
@@ -17,35 +18,35 @@ CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
 
 
+@contextlib.contextmanager
+def _replace_when_written(path, tmp):
+    """Yield `tmp` to write; then rename it over `path` atomically, or remove it if writing failed."""
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_json_atomic(path, data):
     """Write JSON so that a crash leaves either the old or the new file, never half of one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
+    with _replace_when_written(path, tmp):
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=2)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_model_atomic(model, path):
     """`model.save` to a temporary name in the same folder, then an atomic rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    with _replace_when_written(path, tmp):
         model.save(tmp)  # Keras insists on the .keras suffix, which tmp keeps
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def read_json(path, what):
