@@ -6,7 +6,7 @@
 Writes the exported model (default: beside the checkpoint, `<checkpoint
 stem>.onnx`, `<stem>_savedmodel/` or `<stem>.tflite`) and `<output>.json`
 with the input/output names and shapes and the preprocessing the model
-expects (input size, image_init, resize_op, BGR channel order, class names).
+expects (input size, image_init, resize_op, channel order, class names).
 Then it runs the export (onnxruntime, TensorFlow, the TFLite interpreter) and
 the Keras model on the same batch of preprocessed images and prints the
 largest absolute difference of their probabilities; above --atol (1e-4) it
@@ -134,6 +134,7 @@ def main(argv=None):
     model = load_keras_model(checkpoint)
     height, width = model.input_shape[1:3]
     image_init = config.get("image_init", "divide")
+    channel_order = str(config.get("channel_order", "bgr")).upper()  # RGB for --encoder_weights MobileNet/Xception
     batch = parity_batch(height, width, image_init, args.seed)
     # A direct call also marks a freshly loaded model as built-and-called, which the ONNX exporter requires.
     expected = keras.ops.convert_to_numpy(model(batch, training=False)).astype("float32")
@@ -169,12 +170,12 @@ def main(argv=None):
         input_name=input_name, output_name=output_name,
         input_shape=[None, height, width, 3], output_shape=[None, height, width, n_classes],
         input_height=height, input_width=width, n_classes=n_classes, image_init=image_init,
-        resize_op=config.get("resize_op", 1), channel_order="BGR", layout="NHWC", input_dtype="float32",
+        resize_op=config.get("resize_op", 1), channel_order=channel_order, layout="NHWC", input_dtype="float32",
         output="softmax probabilities, float32", opset=args.opset, max_abs_diff=diff, atol=args.atol,
     )
     write_json_atomic(sidecar_path(output), meta)
     print(f"exported {checkpoint} -> {output} ({args.format}, {export_seconds:.1f} s)")
-    print(f"input {input_name!r} (N, {height}, {width}, 3) float32 BGR, image_init={image_init}; "
+    print(f"input {input_name!r} (N, {height}, {width}, 3) float32 {channel_order}, image_init={image_init}; "
           f"output {output_name!r} (N, {height}, {width}, {n_classes}) probabilities")
     print(f"parity: max |{args.format} - keras| = {diff:.3g} over {PARITY_BATCH} images (atol {args.atol:g}): ok")
     print(f"settings: {sidecar_path(output)}")
