@@ -64,15 +64,21 @@ def read_class_names(data_root, dataset_name, n_classes):
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How an image becomes a network input; stored in the run config for test.py."""
+    """How an image becomes a network input; stored in the run config for test.py.
+
+    channel_order: the order of the channels the network sees ("bgr", as images are read, or "rgb",
+    what ImageNet weights of MobileNet/MobileNetV2/Xception expect); see utils.image.normalize.
+    """
     input_height: int
     input_width: int
     image_init: str = "divide"
     resize_op: int = 1
     ignore_label: int = 255
+    channel_order: str = "bgr"
 
     def image(self, image):
-        return normalize(fit_image(image, self.input_height, self.input_width, self.resize_op), self.image_init)
+        return normalize(fit_image(image, self.input_height, self.input_width, self.resize_op), self.image_init,
+                         self.channel_order)
 
     def label(self, label):
         return fit_label(label, self.input_height, self.input_width, self.resize_op, self.ignore_label)

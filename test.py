@@ -6,8 +6,8 @@
 Writes `<output_path>/<stem>.png` class-index masks at each image's original
 size, `color/<stem>.png` palette masks and `overlay/<stem>.jpg` overlays.
 The flags left unset come from the checkpoint's `config.json` (or an export's
-settings file): `--resize_op`, `--image_init`, `--ignore_label` and
-`--class_names` override the run's values; `--input_height`/`--input_width`
+settings file): `--resize_op`, `--image_init`, `--channel_order`, `--ignore_label`
+and `--class_names` override the run's values; `--input_height`/`--input_width`
 and `--classes` are checked against the model, which fixes them.
 """
 import argparse
@@ -16,14 +16,14 @@ import sys
 
 from utils.cli import positive_int, str2bool  # sets TF_CPP_MIN_LOG_LEVEL before keras loads
 from utils.errors import UserError, run_cli
-from utils.image import IMAGE_INITS
+from utils.image import CHANNEL_ORDERS, IMAGE_INITS
 
 # Settings read from the run config when their flag is not given: flag -> config key.
 FROM_CONFIG = {"model_name": "model_name", "input_height": "input_height", "input_width": "input_width",
                "resize_op": "resize_op", "classes": "n_classes", "image_init": "image_init",
-               "ignore_label": "ignore_label"}
+               "ignore_label": "ignore_label", "channel_order": "channel_order"}
 DEFAULTS = {"model_name": "unet", "input_height": 224, "input_width": 224, "resize_op": 1, "classes": 2,
-            "image_init": "divide", "ignore_label": 255}
+            "image_init": "divide", "ignore_label": 255, "channel_order": "bgr"}
 
 
 def parse_args(argv=None):
@@ -45,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--val_annotations", default=None,
                    help="label folder for --mIOU (default: the run's data set test_label/)")
     p.add_argument("--image_init", default=None, choices=IMAGE_INITS)
+    p.add_argument("--channel_order", default=None, choices=CHANNEL_ORDERS,
+                   help="channel order the model takes (default: the run's; --encoder_weights runs: their own)")
     # === Additions ===
     p.add_argument("--ignore_label", type=int, default=None)
     p.add_argument("--batch_size", type=positive_int, default=4)
@@ -76,6 +78,7 @@ def resolve_settings(args):
     for flag, key in FROM_CONFIG.items():
         if getattr(args, flag) is None:
             setattr(args, flag, config.get(key, DEFAULTS[flag]))
+    args.channel_order = str(args.channel_order).lower()  # export settings files spell it "BGR"/"RGB"
     data_dir = os.path.join(config["data_root"], config["dataset_name"]) if "data_root" in config else None
     if args.test_images is None:
         args.test_images = args.val_images or (os.path.join(data_dir, "test_image") if data_dir else "data/test/")
@@ -145,7 +148,8 @@ def predict_all(args, pairs, predict, out_dir):
     from metrics.evaluation import confusion_matrix
     from utils.image import check_label_values, check_same_size, read_image, read_label, restore_probabilities
     from utils.image import voc_palette
-    prep = Preprocessing(args.input_height, args.input_width, args.image_init, args.resize_op, args.ignore_label)
+    prep = Preprocessing(args.input_height, args.input_width, args.image_init, args.resize_op, args.ignore_label,
+                         args.channel_order)
     palette = voc_palette()
     matrix = np.zeros((args.classes, args.classes), dtype=np.int64)
     for start in range(0, len(pairs), args.batch_size):

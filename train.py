@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from utils.cli import positive_int, str2bool  # sets TF_CPP_MIN_LOG_LEVEL before keras loads
 from utils.errors import UserError, run_cli
-from utils.image import IMAGE_INITS
+from utils.image import CHANNEL_ORDERS, IMAGE_INITS
 from utils.schedules import LR_SCHEDULES
 
 DEFAULT_METRICS = "accuracy,iou_score,dice_score"
@@ -70,10 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--lr_patience", type=positive_int, default=5, help="plateau: epochs without a better score")
     p.add_argument("--early_stopping", type=int, default=0,
                    help="stop after N epochs without a better validation mIoU (0: never)")
-    p.add_argument("--pretrained", default=None,
-                   help="a .keras model or .h5 weights file: weights loaded into the layers of the same name")
-    p.add_argument("--freeze_epochs", type=int, default=0,
-                   help="keep the --pretrained layers frozen for the first N epochs, then train everything")
+    add_weight_arguments(p)
     p.add_argument("--tensorboard_images", type=int, default=4,
                    help="validation images shown (image | truth | prediction) in TensorBoard each epoch")
     add_model_arguments(p)
@@ -81,6 +78,20 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args._given = given_flags(p, argv)
     return args
+
+
+def add_weight_arguments(p):
+    p.add_argument("--pretrained", default=None,
+                   help="a .keras model or .h5 weights file: weights loaded into the layers of the same name")
+    p.add_argument("--encoder_weights", default="none",
+                   help="none, imagenet (keras.applications' file, cached in ~/.keras/models) or a "
+                        "keras.applications weights file / .keras model: the encoder starts from it and the "
+                        "input gets its preprocessing (docs/pretrained.md)")
+    p.add_argument("--channel_order", default=None, choices=CHANNEL_ORDERS,
+                   help="channel order the network sees (default bgr; --encoder_weights sets its own)")
+    p.add_argument("--freeze_epochs", type=int, default=0,
+                   help="keep the --pretrained/--encoder_weights layers frozen for the first N epochs, "
+                        "then train everything")
 
 
 def given_flags(parser, argv):
@@ -179,6 +190,7 @@ class Choices:
     metric_names: list
     loss_options: dict     # without --class_weights auto's values: those need the label counts
     base_lr: float
+    encoder_family: str = None  # the keras.applications family --encoder_weights loads, or None
 
 
 def resolve_names(args):
@@ -198,8 +210,32 @@ def resolve_names(args):
     check_loss_name(args.loss, args.n_classes)
     loss_opts = check_options(args.loss, args.n_classes, loss_options(args))
     check_training_flags(args)
+    family = choose_encoder_weights(args, entry, options)
     base_lr = args.lr if args.lr is not None else default_lr(args.optimizer_name)
-    return Choices(entry, options, metric_names, loss_opts, base_lr)
+    return Choices(entry, options, metric_names, loss_opts, base_lr, family)
+
+
+def choose_encoder_weights(args, entry, options):
+    """-> the encoder family --encoder_weights loads (or None); sets --image_init and --channel_order
+    to that family's preprocess_input, refusing an explicit flag that contradicts it."""
+    from utils.encoder_weights import FAMILIES, check_source, encoder_models
+    args.encoder_weights = check_source(args.encoder_weights)
+    if args.encoder_weights == "none":
+        args.channel_order = args.channel_order or "bgr"
+        return None
+    family = entry.encoder_family(options)
+    if family is None:
+        backbone = f" --backbone {options['backbone']}" if "backbone" in options else ""
+        raise UserError(f"--encoder_weights: --model_name {args.model_name}{backbone} has no keras.applications "
+                        f"encoder; the models that take it: {', '.join(encoder_models())}")
+    spec = FAMILIES[family]
+    for flag, wanted in (("image_init", spec.image_init), ("channel_order", spec.channel_order)):
+        if flag in args._given and getattr(args, flag) != wanted:
+            raise UserError(f"--{flag} {getattr(args, flag)} contradicts --encoder_weights: {spec.describe()} "
+                            f"was trained on --image_init {spec.image_init} --channel_order {spec.channel_order} "
+                            f"input; leave --{flag} out")
+        setattr(args, flag, wanted)
+    return family
 
 
 def check_training_flags(args):
@@ -215,8 +251,12 @@ def check_training_flags(args):
     if args.pretrained:
         from utils.model_files import check_model_file
         check_model_file(args.pretrained, "--pretrained", accepted=("keras", "h5"))
-    if args.freeze_epochs and not args.pretrained:
-        raise UserError("--freeze_epochs freezes the layers loaded by --pretrained; pass --pretrained too")
+    encoder_weights = str(args.encoder_weights).strip().lower() != "none"
+    if args.pretrained and encoder_weights:
+        raise UserError("--pretrained and --encoder_weights both set starting weights; pass one of them")
+    if args.freeze_epochs and not (args.pretrained or encoder_weights):
+        raise UserError("--freeze_epochs freezes the layers loaded by --pretrained or --encoder_weights; "
+                        "pass one of them too")
     if args.early_stopping and not args.validate:
         raise UserError("--early_stopping watches the validation mIoU; it needs --validate true")
 
@@ -262,7 +302,8 @@ def load_splits(args):
         val = report.splits[split].pairs
         note = " (no val split: validating on the test split, as the original did)" if split == "test" else ""
         print(f"validation: {len(val)} pairs from {split}_image/{note}")
-    prep = Preprocessing(args.input_height, args.input_width, args.image_init, args.resize_op, args.ignore_label)
+    prep = Preprocessing(args.input_height, args.input_width, args.image_init, args.resize_op, args.ignore_label,
+                         args.channel_order)
     augmenter = (build_augmenter(args.input_height, args.input_width, args.ignore_label,
                                  keep_aspect=args.resize_op == 2) if args.augment else None)
     return Splits(train, val, class_names, counts, prep, augmenter)
@@ -279,7 +320,7 @@ class Session:
     policy: str
     loss: object
     loss_options: dict
-    frozen: list            # layers loaded by --pretrained and frozen for --freeze_epochs
+    frozen: list            # layers loaded by --pretrained/--encoder_weights and frozen for --freeze_epochs
     compile: object         # compile(model): a new optimizer, same loss and metrics
 
 
@@ -336,17 +377,21 @@ def new_model(args, choices, replicas):
     import keras
 
     from utils.distributed import synchronize_batch_norm
+    from utils.encoder_weights import load_encoder_weights
     from utils.training import load_pretrained, set_frozen
     model = choices.model.build(args.n_classes, args.input_height, args.input_width, **choices.model_options)
-    frozen = []
+    frozen, loaded = [], []
     if args.pretrained:
-        loaded = load_pretrained(model, args.pretrained)
-        if args.freeze_epochs:
-            frozen = loaded
-            set_frozen(model, frozen, True)
-            if not model.trainable_weights:
-                raise UserError(f"--freeze_epochs: every layer came from --pretrained {args.pretrained}; "
-                                "nothing would train")
+        loaded, source = load_pretrained(model, args.pretrained), f"--pretrained {args.pretrained}"
+    elif choices.encoder_family:
+        loaded = load_encoder_weights(model, choices.encoder_family, args.encoder_weights, args.input_height,
+                                      args.input_width)
+        source = f"--encoder_weights {args.encoder_weights}"
+    if loaded and args.freeze_epochs:
+        frozen = loaded
+        set_frozen(model, frozen, True)
+        if not model.trainable_weights:
+            raise UserError(f"--freeze_epochs: every layer came from {source}; nothing would train")
     if replicas > 1 and keras.backend.backend() == "tensorflow":
         synchronize_batch_norm(model)
     return model, frozen
@@ -362,6 +407,7 @@ def write_run_config(args, choices, run, session, splits):
     config = {k: v for k, v in vars(args).items() if k != "resume" and not k.startswith("_")}
     config.update(class_names=splits.class_names, loss_options=session.loss_options,
                   model_options=choices.model_options, frozen_layers=session.frozen,
+                  encoder_family=choices.encoder_family,
                   augment_config=splits.augmenter.config() if splits.augmenter else None,
                   replicas=session.replicas, precision_policy=session.policy,
                   keras_version=keras.__version__, backend=keras.backend.backend())

@@ -18,6 +18,9 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 LABEL_EXTS = (".png",)
 
 IMAGE_INITS = ("divide", "sub_mean", "sub_and_divide")
+# The channel order the network sees; images are read as BGR. ImageNet weights of TensorFlow-trained
+# nets (MobileNet, Xception) expect RGB, those of Caffe ports (ResNet50, VGG16) BGR.
+CHANNEL_ORDERS = ("bgr", "rgb")
 # Caffe/VGG ImageNet means in B, G, R order (the original's `sub_mean`).
 BGR_MEANS = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 # Grey used to pad letterboxed images (the usual letterbox convention).
@@ -196,20 +199,26 @@ def restore_probabilities(probs, orig_h, orig_w, resize_op):
 
 # === Normalisation ===
 
-def normalize(image, image_init):
-    """uint8 BGR image -> float32 network input.
+def normalize(image, image_init, channel_order="bgr"):
+    """uint8 BGR image -> float32 network input, its channels in `channel_order` ("bgr" or "rgb").
 
     divide: x / 255 (range [0, 1]); sub_and_divide: x / 127.5 - 1 (range [-1, 1]);
-    sub_mean: x - (103.939, 116.779, 123.68) per B, G, R channel.
+    sub_mean: x - (103.939, 116.779, 123.68) per B, G, R channel (each mean stays with its colour
+    whatever the order). sub_and_divide + rgb is `keras.applications.mobilenet.preprocess_input` of the
+    RGB image, sub_mean + bgr that of `keras.applications.vgg16` / `resnet50`.
     """
+    if channel_order not in CHANNEL_ORDERS:
+        raise UserError(f"--channel_order {channel_order!r}: expected one of {', '.join(CHANNEL_ORDERS)}")
     x = image.astype(np.float32)
     if image_init == "divide":
-        return x / 255.0
-    if image_init == "sub_and_divide":
-        return x / 127.5 - 1.0
-    if image_init == "sub_mean":
-        return x - BGR_MEANS
-    raise UserError(f"--image_init {image_init!r}: expected one of {', '.join(IMAGE_INITS)}")
+        x = x / 255.0
+    elif image_init == "sub_and_divide":
+        x = x / 127.5 - 1.0
+    elif image_init == "sub_mean":
+        x = x - BGR_MEANS
+    else:
+        raise UserError(f"--image_init {image_init!r}: expected one of {', '.join(IMAGE_INITS)}")
+    return np.ascontiguousarray(x[..., ::-1]) if channel_order == "rgb" else x
 
 
 # === Colour ===

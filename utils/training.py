@@ -29,7 +29,8 @@ def _physical_devices():
 
 # === Pretrained weights and freezing ===
 
-def _weighted_layers(model):
+def weighted_layers(model):
+    """The layers that own weights (containers left out: their sub-layers are listed instead)."""
     return [layer for layer in model._flatten_layers(include_self=False) if layer.weights
             and not layer._flatten_layers(include_self=False, recursive=False)]
 
@@ -46,7 +47,7 @@ def read_pretrained(path):
         from utils.inference import load_keras_model
         source = load_keras_model(path, "--pretrained")
         return {layer.name: [keras.ops.convert_to_numpy(w) for w in layer.weights]
-                for layer in _weighted_layers(source)}
+                for layer in weighted_layers(source)}
     import h5py
     with loader_errors(path, "--pretrained", "h5py"), h5py.File(path, "r") as handle:
         group = handle["model_weights"] if "model_weights" in handle else handle
@@ -69,7 +70,7 @@ def load_pretrained(model, path):
     """
     source = read_pretrained(path)
     loaded, mismatched, missing = [], [], []
-    for layer in _weighted_layers(model):
+    for layer in weighted_layers(model):
         arrays = source.get(layer.name)
         if arrays is None:
             missing.append(layer.name)
@@ -92,6 +93,6 @@ def load_pretrained(model, path):
 def set_frozen(model, layer_names, frozen):
     """Freeze (or unfreeze) the named layers; frozen BatchNorm layers also stop updating statistics."""
     names = set(layer_names)
-    for layer in _weighted_layers(model):
+    for layer in weighted_layers(model):
         if layer.name in names:
             layer.trainable = not frozen
