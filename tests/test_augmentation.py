@@ -3,8 +3,6 @@ import hashlib
 import os
 import random
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 from PIL import Image
 
 import augmentation
-from conftest import ROOT, shared_dataset
+from conftest import run_script, shared_dataset
 from utils.errors import UserError
 from utils.image import read_label
 
@@ -205,8 +203,7 @@ def test_bad_input_is_a_user_error(tmp_path, problem, fragment):
 
 
 def test_cli_prints_one_line_error(tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "augmentation.py"), "--train_path",
-                           str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    proc = run_script("augmentation.py", "--train_path", tmp_path / "missing", timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: --train_path") and "Traceback" not in proc.stderr
 

@@ -3,15 +3,13 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import json_to_dataset as j2d
-from conftest import ROOT, shared_dataset
+from conftest import run_script, shared_dataset
 from utils.errors import UserError
 from utils.image import read_label
 
@@ -192,8 +190,7 @@ def test_dataset_out_writes_the_toolkit_layout(tmp_path):
 
 
 def test_cli_bad_folder_is_one_line_error(tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "json_to_dataset.py"), str(tmp_path / "nope")],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_script("json_to_dataset.py", tmp_path / "nope", timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'nope'}: folder not found"
 
 

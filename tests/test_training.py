@@ -170,19 +170,15 @@ def test_mixed_precision_trains_with_float32_outputs(data_root, tmp_path):
 
 def test_one_epoch_trains_saves_and_predicts_under_jax(data_root, tmp_path):
     pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    jax = {"KERAS_BACKEND": "jax"}
     save = str(tmp_path / "w")
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"),
-                             *map(str, tiny_args(data_root, save, "--epochs", 1))],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = run("train.py", *tiny_args(data_root, save, "--epochs", 1), env=jax)
     assert result.returncode == 0, result.stdout + result.stderr
     run_dir = os.path.join(save, "exp1", "unet")
     with open(os.path.join(run_dir, "config.json")) as handle:
         assert json.load(handle)["backend"] == "jax"
     assert math.isfinite(float(read_log(run_dir)[0]["loss"]))
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), "--weights_path", run_dir,
-                             "--output_path", str(tmp_path / "masks")],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = run("test.py", "--weights_path", run_dir, "--output_path", tmp_path / "masks", env=jax)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len([n for n in os.listdir(tmp_path / "masks") if n.endswith(".png")]) == 4
 

@@ -1,15 +1,13 @@
 """tools/voc_to_dataset.py: a VOC segmentation layout becomes the toolkit layout, labels untouched."""
 import os
 import re
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import run_script
 from data import Preprocessing, find_split, load_pair
 from tools import voc_to_dataset
 from tools.verify_dataset import verify
@@ -99,6 +97,5 @@ def test_problems_are_listed_and_nothing_is_written(tmp_path, problem, fragment)
 
 
 def test_cli_one_line_error(tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "voc_to_dataset.py"), "--voc_root",
-                           str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    proc = run_script("tools/voc_to_dataset.py", "--voc_root", tmp_path, "--out", tmp_path / "o", timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --voc_root") and "Traceback" not in proc.stderr
