@@ -10,7 +10,7 @@ by validation mean IoU, a resume checkpoint, `log.csv`, TensorBoard logs in
 import argparse
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from utils.cli import positive_int, str2bool  # sets TF_CPP_MIN_LOG_LEVEL before keras loads
 from utils.errors import UserError, run_cli
@@ -18,8 +18,6 @@ from utils.image import CHANNEL_ORDERS, IMAGE_INITS
 from utils.schedules import LR_SCHEDULES
 
 DEFAULT_METRICS = "accuracy,iou_score,dice_score"
-# On resume the run's own settings win, except these when given (how much longer, how fast to load).
-RESUME_MAY_CHANGE = ("epochs", "workers", "resume", "early_stopping")
 
 
 def parse_args(argv=None):
@@ -106,81 +104,7 @@ def given_flags(parser, argv):
             action.default = saved[action.dest]
 
 
-# === Step 1: the run folder, and where a resumed run stands ===
-
-@dataclass
-class Run:
-    """The run folder and its state.json (`state` is empty for a new run; RunCommit owns it from here)."""
-    dir: str
-    checkpoint: str = None  # the resume checkpoint to load, or None for a new run
-    state: dict = field(default_factory=dict)
-    saved_config: dict = field(default_factory=dict)
-
-    @property
-    def completed(self):
-        return self.state.get("epoch", 0)
-
-
-def open_run(args):
-    """-> Run; on resume the run's config.json replaces the flags (but those of RESUME_MAY_CHANGE given)."""
-    from utils.run import CONFIG_FILE, STATE_FILE, read_json
-    if args.multi_gpus and os.environ.get("TF_CONFIG"):
-        from utils.distributed import worker_index
-        if worker_index() != 0:  # only the chief writes the run folder; the others keep a private copy
-            args.train_save_path = os.path.join(args.train_save_path, f".worker{worker_index()}")
-    run_dir = os.path.join(args.train_save_path, args.exp_name, args.model_name)
-    if not args.resume:
-        if any(os.path.exists(os.path.join(run_dir, f)) for f in (STATE_FILE, CONFIG_FILE)):
-            raise UserError(f"{run_dir} already holds a run; pass --resume auto to continue it, "
-                            "or choose another --exp_name")
-        return Run(run_dir)
-    if args.resume != "auto":
-        if not os.path.exists(args.resume):
-            raise UserError(f"--resume {args.resume}: no such file or folder")
-        run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
-    state_path = os.path.join(run_dir, STATE_FILE)
-    if not os.path.isfile(state_path):
-        if args.resume == "auto":
-            return Run(run_dir)  # nothing to resume yet: start fresh
-        raise UserError(f"--resume {args.resume}: {state_path} not found (not a run folder of train.py)")
-    state = check_state(read_json(state_path, "run state"), state_path)
-    checkpoint = os.path.join(run_dir, state["resume_checkpoint"])
-    if os.path.isfile(args.resume) and os.path.abspath(args.resume) != os.path.abspath(checkpoint):
-        raise UserError(f"--resume {args.resume}: only the run folder or its resume checkpoint "
-                        f"({state['resume_checkpoint']}, after epoch {state['epoch']}) continues the run; "
-                        f"to start a new run from these weights pass --pretrained {args.resume}")
-    from utils.model_files import check_model_file
-    check_model_file(checkpoint, "--resume", accepted=("keras",))
-    saved = read_json(os.path.join(run_dir, CONFIG_FILE), "run configuration")
-    for key, value in saved.items():
-        if hasattr(args, key) and not (key in RESUME_MAY_CHANGE and key in args._given):
-            setattr(args, key, value)
-    return Run(run_dir, checkpoint, state, saved)
-
-
-def check_state(state, path):
-    """state.json as train.py wrote it, or one line saying what is wrong with it."""
-    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) \
-            or not isinstance(state.get("resume_checkpoint"), str):
-        raise UserError(f"{path}: not a train.py run state (needs an integer 'epoch' and a 'resume_checkpoint' "
-                        "file name); the run cannot resume")
-    return state
-
-
-def finished_message(args, run):
-    """Why a resumed run has nothing left to do, or None."""
-    best = os.path.join(run.dir, run.state.get("best_checkpoint") or "")
-    if run.completed >= args.epochs:
-        return f"{run.dir}: all {args.epochs} epochs already done; best checkpoint: {best}"
-    stopped = run.state.get("stopped_early")
-    if stopped and stopped.get("patience") == args.early_stopping and stopped.get("epochs") == args.epochs:
-        return (f"{run.dir}: stopped early at epoch {stopped['epoch']} (no better {run.state.get('monitor')} "
-                f"for {stopped['patience']} epochs); best checkpoint: {best}. To train on, pass another "
-                "--early_stopping (0: off) or --epochs")
-    return None
-
-
-# === Step 2: every name and size, resolved once to its registry entry ===
+# === Step 1 (utils/run.open_run): the run folder, new or resumed. Step 2: every name and size, resolved once to its registry entry ===
 
 @dataclass
 class Choices:
@@ -210,32 +134,10 @@ def resolve_names(args):
     check_loss_name(args.loss, args.n_classes)
     loss_opts = check_options(args.loss, args.n_classes, loss_options(args))
     check_training_flags(args)
+    from utils.encoder_weights import choose_encoder_weights
     family = choose_encoder_weights(args, entry, options)
     base_lr = args.lr if args.lr is not None else default_lr(args.optimizer_name)
     return Choices(entry, options, metric_names, loss_opts, base_lr, family)
-
-
-def choose_encoder_weights(args, entry, options):
-    """-> the encoder family --encoder_weights loads (or None); sets --image_init and --channel_order
-    to that family's preprocess_input, refusing an explicit flag that contradicts it."""
-    from utils.encoder_weights import FAMILIES, check_source, encoder_models
-    args.encoder_weights = check_source(args.encoder_weights)
-    if args.encoder_weights == "none":
-        args.channel_order = args.channel_order or "bgr"
-        return None
-    family = entry.encoder_family(options)
-    if family is None:
-        backbone = f" --backbone {options['backbone']}" if "backbone" in options else ""
-        raise UserError(f"--encoder_weights: --model_name {args.model_name}{backbone} has no keras.applications "
-                        f"encoder; the models that take it: {', '.join(encoder_models())}")
-    spec = FAMILIES[family]
-    for flag, wanted in (("image_init", spec.image_init), ("channel_order", spec.channel_order)):
-        if flag in args._given and getattr(args, flag) != wanted:
-            raise UserError(f"--{flag} {getattr(args, flag)} contradicts --encoder_weights: {spec.describe()} "
-                            f"was trained on --image_init {spec.image_init} --channel_order {spec.channel_order} "
-                            f"input; leave --{flag} out")
-        setattr(args, flag, wanted)
-    return family
 
 
 def check_training_flags(args):
@@ -447,21 +349,10 @@ def make_callbacks(args, choices, run, session, splits):
                  EpochLearningRate(schedule, run.state),
                  keras.callbacks.TensorBoard(log_dir=os.path.join(run.dir, "log"))]
     if splits.val and args.tensorboard_images:
-        callbacks.append(validation_images(args, run, splits))
+        from utils.monitoring import ValidationImages
+        callbacks.append(ValidationImages.from_pairs(os.path.join(run.dir, "log"), splits.val[:args.tensorboard_images],
+                                                     splits.prep, args.n_classes))
     return callbacks, monitor
-
-
-def validation_images(args, run, splits):
-    import numpy as np
-
-    from data import load_pair
-    from utils.image import fit_image, read_image
-    from utils.monitoring import ValidationImages
-    shown = splits.val[:args.tensorboard_images]
-    inputs, labels = zip(*(load_pair(image, label, splits.prep, args.n_classes) for image, label in shown))
-    display = [fit_image(read_image(image), args.input_height, args.input_width, args.resize_op) for image, _ in shown]
-    return ValidationImages(os.path.join(run.dir, "log"), np.stack(inputs), np.stack(display), np.stack(labels),
-                            args.ignore_label)
 
 
 # === Step 7: train, frozen pretrained layers first (--freeze_epochs), then everything ===
@@ -514,6 +405,7 @@ def report(run, monitor):
 # === Main ===
 
 def main(argv=None):
+    from utils.run import finished_message, open_run
     args = parse_args(argv)
     run = open_run(args)
     choices = resolve_names(args)

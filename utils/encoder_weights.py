@@ -252,3 +252,27 @@ def load_encoder_weights(model, family, source, height, width):
           f"{FAMILIES[family].describe()} from {path} ({len(encoder)} of its {len(family_layers)} weighted "
           f"layers are in {model.name}; {time.perf_counter() - started:.1f} s)")
     return [layer.name for layer in encoder]
+
+
+# === train.py: which family, and its preprocessing ===
+
+def choose_encoder_weights(args, entry, options):
+    """-> the encoder family --encoder_weights loads (or None); sets --image_init and --channel_order
+    to that family's preprocess_input, refusing an explicit flag that contradicts it."""
+    args.encoder_weights = check_source(args.encoder_weights)
+    if args.encoder_weights == "none":
+        args.channel_order = args.channel_order or "bgr"
+        return None
+    family = entry.encoder_family(options)
+    if family is None:
+        backbone = f" --backbone {options['backbone']}" if "backbone" in options else ""
+        raise UserError(f"--encoder_weights: --model_name {args.model_name}{backbone} has no keras.applications "
+                        f"encoder; the models that take it: {', '.join(encoder_models())}")
+    spec = FAMILIES[family]
+    for flag, wanted in (("image_init", spec.image_init), ("channel_order", spec.channel_order)):
+        if flag in args._given and getattr(args, flag) != wanted:
+            raise UserError(f"--{flag} {getattr(args, flag)} contradicts --encoder_weights: {spec.describe()} "
+                            f"was trained on --image_init {spec.image_init} --channel_order {spec.channel_order} "
+                            f"input; leave --{flag} out")
+        setattr(args, flag, wanted)
+    return family

@@ -24,6 +24,16 @@ class ValidationImages(keras.callbacks.Callback):
         self.palette = voc_palette()
         self.writer = None
 
+    @classmethod
+    def from_pairs(cls, log_dir, pairs, prep, n_classes):
+        """The panel for (image, label) file pairs, preprocessed by `prep` (data.Preprocessing)."""
+        from data import load_pair
+        from utils.image import fit_image, read_image
+        inputs, labels = zip(*(load_pair(image, label, prep, n_classes) for image, label in pairs))
+        display = [fit_image(read_image(image), prep.input_height, prep.input_width, prep.resize_op)
+                   for image, _ in pairs]
+        return cls(log_dir, np.stack(inputs), np.stack(display), np.stack(labels), prep.ignore_label)
+
     def panels(self, probs):
         predictions = probs.argmax(-1)
         rows = []
