@@ -50,3 +50,12 @@ def test_summary_row_from_the_entry():
     assert row["name"] == "enet" and row["size"] == "40x40" and row["resized"]
     assert row["rule"] == "height and width multiples of 8"
     assert row["params"] == 370_865 and row["seed"] == 371558
+
+
+def test_encoder_column_counts_the_layers_that_encoder_weights_loads():
+    """The README's "ImageNet encoder" column; 46 of MobileNet's 54 weighted layers is what loading a
+    weights file into mobilenet_unet loads (tests/test_encoder_weights.py::LOADED)."""
+    from Models import build_model
+    from tools.model_summary import encoder_column
+    assert encoder_column(build_model("mobilenet_unet", 2, 64, 64), "MobileNet") == "MobileNet α 0.25 (46/54)"
+    assert encoder_column(build_model("unet", 2, 32, 32), None) == "-"

@@ -98,7 +98,18 @@ def rows(names, height, width, n_classes):
             yield {"name": label, "size": f"{h}x{w}", "resized": (h, w) != (height, width),
                    "params": model.count_params(), "macs": forward_macs(model, h, w),
                    "seed": SEED_PARAMS.get(name) if not options else None,
-                   "rule": entry.size_rule(options).describe()}
+                   "rule": entry.size_rule(options).describe(),
+                   "encoder": encoder_column(model, entry.encoder_family(options))}
+
+
+def encoder_column(model, family):
+    """The keras.applications family whose ImageNet weights --encoder_weights loads, with the layers
+    that load of that model's weighted layers; '-' for a model without one."""
+    if family is None:
+        return "-"
+    from utils.encoder_weights import FAMILIES, encoder_layers
+    loaded, total = encoder_layers(model, family)
+    return f"{FAMILIES[family].short()} ({len(loaded)}/{total})"
 
 
 def main():
@@ -115,8 +126,8 @@ def main():
     if unknown:
         raise UserError(f"--models {', '.join(unknown)} unknown; valid names: {', '.join(MODELS)}")
     if args.markdown:
-        print("| name | input | size rule | params | forward GMACs | seed's params | vs seed |")
-        print("|---|---|---|---|---|---|---|")
+        print("| name | input | size rule | params | forward GMACs | seed's params | vs seed | ImageNet encoder |")
+        print("|---|---|---|---|---|---|---|---|")
     else:
         print(f"{'name':<34} {'input':>9} {'params':>12} {'GMACs':>8} {'seed params':>12} {'vs seed':>8}")
     for row in rows(names, args.height, args.width, args.n_classes):
@@ -125,7 +136,7 @@ def main():
         size = row["size"] + (" *" if row["resized"] else "")
         if args.markdown:
             print(f"| `{row['name']}` | {size} | {row['rule']} | {row['params']:,} | {row['macs'] / 1e9:.2f} "
-                  f"| {seed} | {ratio} |")
+                  f"| {seed} | {ratio} | {row['encoder']} |")
         else:
             print(f"{row['name']:<34} {size:>9} {row['params']:>12,} {row['macs'] / 1e9:>8.2f} {seed:>12} {ratio:>8}")
     print(f"\n{args.n_classes} classes; * = the model's smallest legal size at least "

@@ -48,6 +48,11 @@ class Family:
     channel_order: str
     kwargs: dict = field(default_factory=dict)
 
+    def short(self):
+        """As the README's model table names it: MobileNet α 0.25."""
+        alpha = self.kwargs.get("alpha")
+        return self.constructor + (f" α {alpha:g}" if alpha not in (None, 1.0) else "")
+
     def describe(self):
         args = ", ".join(f"{key}={value}" for key, value in self.kwargs.items())
         return f"keras.applications.{self.constructor}({args})" if args else f"keras.applications.{self.constructor}"
@@ -224,15 +229,22 @@ def read_weights(path, family, reference):
 
 # === Loading ===
 
+def encoder_layers(model, family, reference=None):
+    """-> (the weighted layers of `model` that carry a `family` layer name, how many weighted layers the
+    family's model has): what `--encoder_weights` loads (tools/model_summary.py prints the counts)."""
+    from utils.training import weighted_layers
+    reference = reference or build_reference(family)
+    family_layers = {layer.name for layer in weighted_layers(reference)}
+    return [layer for layer in weighted_layers(model) if layer.name in family_layers], len(family_layers)
+
+
 def load_encoder_weights(model, family, source, height, width):
     """Load `family`'s weights from `source` ('imagenet' or a file) into `model`'s encoder; -> the names
     of the layers loaded. Raises UserError naming the first encoder layer the file lacks or mismatches."""
-    from utils.training import weighted_layers
     started = time.perf_counter()
     path = fetch_imagenet(family, height, width) if source == "imagenet" else source
     reference = build_reference(family)
-    family_layers = {layer.name for layer in weighted_layers(reference)}
-    encoder = [layer for layer in weighted_layers(model) if layer.name in family_layers]
+    encoder, family_size = encoder_layers(model, family, reference)
     if not encoder:
         raise UserError(f"--encoder_weights: no layer of {model.name} has a {FAMILIES[family].describe()} name")
     weights = read_weights(path, family, reference)
@@ -249,7 +261,7 @@ def load_encoder_weights(model, family, source, height, width):
         layer.set_weights(weights[layer.name])
     arrays = sum(len(layer.weights) for layer in encoder)
     print(f"encoder weights: loaded {len(encoder)} layers ({arrays} weight arrays) of "
-          f"{FAMILIES[family].describe()} from {path} ({len(encoder)} of its {len(family_layers)} weighted "
+          f"{FAMILIES[family].describe()} from {path} ({len(encoder)} of its {family_size} weighted "
           f"layers are in {model.name}; {time.perf_counter() - started:.1f} s)")
     return [layer.name for layer in encoder]
 
