@@ -229,11 +229,14 @@ class Session:
 def build_session(args, choices, run, splits):
     import keras
 
-    from losses import get_loss, loss_options
+    from losses import get_loss
+    from losses.class_weights import parse_class_weights
     from metrics import get_metrics
     from utils.distributed import make_strategy
     from utils.training import set_precision
-    loss_opts = loss_options(args, splits.class_counts)  # --class_weights auto: median frequency of the counts
+    loss_opts = dict(choices.loss_options)
+    if splits.class_counts is not None:  # --class_weights auto: median frequency of the training label counts
+        loss_opts["class_weights"] = parse_class_weights("auto", args.n_classes, splits.class_counts)
     if loss_opts.get("class_weights"):
         print("class weights: " + ", ".join(f"{w:.3f}" for w in loss_opts["class_weights"]))
     loss = get_loss(args.loss, args.n_classes, args.ignore_label, **loss_opts)

@@ -46,6 +46,21 @@ def test_train_writes_run_folder(trained_run):
     assert "validating on the test split" in stdout
 
 
+def test_class_weights_auto_are_median_frequency_of_the_training_labels(trained_run, tmp_path):
+    root, _, _, _ = trained_run
+    label_dir = os.path.join(root, "tiny", "train_label")
+    counts = sum(np.bincount(cv2.imread(os.path.join(label_dir, name), cv2.IMREAD_UNCHANGED).ravel(), minlength=2)
+                 for name in os.listdir(label_dir))
+    freq = counts / counts.sum()
+    expected = np.median(freq) / freq  # two classes: the median is their mean
+    save = str(tmp_path / "w")
+    result = run("train.py", *train_args(root, save, "--epochs", 1, "--loss", "weighted_ce", "--class_weights", "auto"))
+    assert result.returncode == 0, result.stderr
+    assert "class weights: " + ", ".join(f"{w:.3f}" for w in expected) in result.stdout
+    config = json.load(open(os.path.join(save, "exp1", "unet", "config.json")))
+    np.testing.assert_allclose(config["loss_options"]["class_weights"], expected, rtol=1e-6)
+
+
 def test_rerun_without_resume_refuses_to_overwrite(trained_run):
     root, save, run_dir, _ = trained_run
     assert_one_line_error(run("train.py", *train_args(root, save, "--epochs", 2)), "already holds a run",
