@@ -20,6 +20,8 @@ RNG_BYTES = np.random.default_rng(0).bytes(4096)
 # The first bytes of a real ONNX file (ir_version 8, producer "tf2onnx"): protobuf, no zip/HDF5/TFL3 magic.
 ONNX_HEAD = b"\x08\x08\x12\x07tf2onnx"
 HDF5_HEAD = b"\x89HDF\r\n\x1a\n"
+OPENVINO_HEAD = b'<?xml version="1.0"?>\n<net name="m" version="11">\n</net>\n'
+NCNN_HEAD = b"7767517\n1 1\nInput in0 0 1 in0\n"
 
 
 # === Files, good and bad ===
@@ -60,6 +62,12 @@ def _flip_inside(source, path, member="model.weights.h5"):
     data = bytearray(source.read_bytes())
     data[info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size // 2] ^= 0xFF
     return _write(path, bytes(data))
+
+
+def _pair(path, graph, weights):
+    """A two-file model: `path` (the graph) and the .bin beside it."""
+    _write(path.with_suffix(".bin"), weights)
+    return _write(path, graph)
 
 
 def _folder(path, files=()):
@@ -112,6 +120,29 @@ BAD = [
      ["expected a .keras model or an .h5 weights file (got a folder)"]),
     ("unknown-suffix", lambda t, r: _write(t / "model.pt", b"\x80\x02"), "--weights_path", None,
      ["unknown file type '.pt'"]),
+    # Two-file formats: OpenVINO IR (.xml + .bin) and NCNN (.param + .bin).
+    ("missing-xml", lambda t, r: t / "gone.xml", "--weights_path", None, ["no such file"]),
+    ("empty-xml", lambda t, r: _pair(t / "empty.xml", b"", b"\x01"), "--weights_path", None,
+     ["empty file (0 bytes)"]),
+    ("text-as-xml", lambda t, r: _pair(t / "notes.xml", b"<?xml version='1.0'?><html/>", b"\x01"),
+     "--weights_path", None, ["is not an OpenVINO IR .xml (no <net> element"]),
+    ("keras-as-xml", lambda t, r: _pair(t / "zipped.xml", r["keras"].read_bytes(), b"\x01"), "--weights_path",
+     None, ["is not an OpenVINO IR .xml", "zip archive"]),
+    ("xml-without-bin", lambda t, r: _write(t / "lonely.xml", OPENVINO_HEAD), "--weights_path", None,
+     ["its weights file", "lonely.bin is missing"]),
+    ("xml-empty-bin", lambda t, r: _pair(t / "hollow.xml", OPENVINO_HEAD, b""), "--weights_path", None,
+     ["hollow.bin is empty (0 bytes)"]),
+    ("missing-param", lambda t, r: t / "gone.param", "--weights_path", None, ["no such file"]),
+    ("empty-param", lambda t, r: _pair(t / "empty.param", b"", b"\x01"), "--weights_path", None,
+     ["empty file (0 bytes)"]),
+    ("random-param", lambda t, r: _pair(t / "random.param", RNG_BYTES, b"\x01"), "--weights_path", None,
+     ["is not an NCNN .param (its first line is not the magic number 7767517)"]),
+    ("param-cut-after-magic", lambda t, r: _pair(t / "cut.param", b"7767517\n", b"\x01"), "--weights_path",
+     None, ["truncated or damaged NCNN .param"]),
+    ("param-without-bin", lambda t, r: _write(t / "m.ncnn.param", NCNN_HEAD), "--weights_path", None,
+     ["its weights file", "m.ncnn.bin is missing"]),
+    ("param-for-pretrained", lambda t, r: _pair(t / "x.param", NCNN_HEAD, b"\x01"), "--pretrained",
+     ("keras", "h5"), ["expected a .keras model or an .h5 weights file (got an NCNN .param model)"]),
 ]
 
 
@@ -146,9 +177,11 @@ def test_good_files_give_their_kind(tmp_path, real_files):
     onnx.save(helper.make_model(graph), tmp_path / "id.onnx")
     tflite = _write(tmp_path / "m.tflite", b"\x1c\x00\x00\x00TFL3" + bytes(24))  # header only: the check's scope
     savedmodel = _folder(tmp_path / "sm", [("saved_model.pb", b"\x08\x01")])
+    openvino = _pair(tmp_path / "m.xml", OPENVINO_HEAD, b"\x00" * 8)
+    ncnn = _pair(tmp_path / "m.ncnn.param", NCNN_HEAD, b"\x00" * 8)
     found = {kind: check_model_file(path, "--f") for kind, path in [
         ("keras", real_files["keras"]), ("h5", real_files["h5"]), ("onnx", tmp_path / "id.onnx"),
-        ("tflite", tflite), ("savedmodel", savedmodel)]}
+        ("tflite", tflite), ("savedmodel", savedmodel), ("openvino", openvino), ("ncnn", ncnn)]}
     assert found == {kind: kind for kind in found}
     assert check_model_file(real_files["keras"], "--resume", accepted=("keras",)) == "keras"
 

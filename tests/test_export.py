@@ -119,7 +119,7 @@ def test_export_all_table_for_one_model():
 
 def test_benchmark_inference_prints_both_runtimes():
     result = run("tools/benchmark_inference.py", "--model_name", "fcn8", "--height", 32, "--width", 32,
-                 "--batch_sizes", "1,2", "--seconds", 0.2)
+                 "--batch_sizes", "1,2", "--seconds", 0.2, "--runtimes", "keras,onnxruntime")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split() for line in result.stdout.splitlines() if line.split() and line.split()[0] in ("1", "2")]
     assert [r[0] for r in rows] == ["1", "2"] and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)

@@ -1,4 +1,4 @@
-"""Inference speed on this machine: Keras predict vs onnxruntime, batch 1 and batch 8.
+"""Inference speed on this machine: Keras predict vs onnxruntime, OpenVINO and NCNN, batch 1 and 8.
 
     python tools/benchmark_inference.py --model_name unet --height 224 --width 224
     python tools/benchmark_inference.py --weights_path weights/exp1/unet --batch_sizes 1,8
@@ -6,7 +6,11 @@
 Times forward passes of already-preprocessed float32 batches (no decoding),
 after warm-up, for at least --seconds per case, and prints images/s. A
 --model_name is built with random weights (speed does not depend on them).
-The ONNX model is exported to a temporary file with tools/export.py's code.
+The exports are written to a temporary folder with tools/export.py's code and
+run through utils.inference's Predictor, as test.py runs them. NCNN's model
+has a fixed batch of 1, so it is timed at batch 1 only ("-" elsewhere).
+OpenVINO and NCNN need requirements-deploy.txt; a runtime that is not
+installed is left out with a note.
 """
 import argparse
 import os
@@ -19,6 +23,11 @@ from utils.cli import positive_int  # noqa: E402  (also quiets TensorFlow's C++ 
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
+RUNTIMES = ("keras", "onnxruntime", "openvino", "ncnn")
+EXPORT_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino", "ncnn": "ncnn"}
+BATCH_ONE_ONLY = ("ncnn",)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_name", default="unet")
@@ -27,6 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--width", type=positive_int, default=224)
     p.add_argument("--n_classes", type=positive_int, default=2)
     p.add_argument("--batch_sizes", default="1,8")
+    p.add_argument("--runtimes", default=",".join(RUNTIMES), help=f"comma-separated, of {', '.join(RUNTIMES)}")
     p.add_argument("--seconds", type=float, default=5.0, help="minimum timed seconds per case")
     return p.parse_args(argv)
 
@@ -42,28 +52,42 @@ def images_per_second(run, batch, seconds):
     return calls * len(batch) / (time.perf_counter() - start)
 
 
+def available(runtimes):
+    """(runtimes whose packages are installed, {runtime: why it is left out})."""
+    import importlib.util
+    modules = {"keras": "keras", "onnxruntime": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn"}
+    missing = {r: "not installed (pip install -r requirements-deploy.txt)" for r in runtimes
+               if importlib.util.find_spec(modules[r]) is None or (r == "ncnn" and importlib.util.find_spec("pnnx") is None)}
+    return [r for r in runtimes if r not in missing], missing
+
+
 def inference_rates(model, batch_sizes, seconds, runtimes=("keras", "onnxruntime")):
-    """{(runtime, batch_size): images/s} for a built Keras model."""
+    """{(runtime, batch_size): images/s} for a built Keras model (NCNN at batch 1 only)."""
     import numpy as np
 
-    from tools.export import export_model
-    from utils.inference import keras_predictor, onnx_predictor
+    from tools.export import FORMATS, export_model
+    from utils.inference import keras_predictor, load_predictor
     height, width = model.input_shape[1:3]
+    n_classes = model.output_shape[-1]
+    model(np.zeros((1, height, width, 3), np.float32), training=False)  # the exporter needs a called model
     runners = {}
-    if "keras" in runtimes:
-        runners["keras"] = keras_predictor(model)
-    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as folder:
-        if "onnxruntime" in runtimes:
-            path = os.path.join(folder, "model.onnx")
-            model(np.zeros((1, height, width, 3), np.float32), training=False)  # the exporter needs a called model
-            export_model(model, "onnx", path)
-            runners["onnxruntime"] = onnx_predictor(path)
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
+        for runtime in runtimes:
+            if runtime == "keras":
+                runners[runtime] = keras_predictor(model)
+                continue
+            fmt = EXPORT_FORMAT[runtime]
+            path = os.path.join(folder, "model" + FORMATS[fmt][1])
+            export_model(model, fmt, path)
+            runners[runtime] = load_predictor(path, flag="", settings=dict(
+                input_height=height, input_width=width, n_classes=n_classes))
         rng = np.random.default_rng(0)
         rates = {}
         for batch_size in batch_sizes:
             batch = rng.random((batch_size, height, width, 3), dtype=np.float32)
             for runtime, run in runners.items():
-                rates[runtime, batch_size] = images_per_second(run, batch, seconds)
+                if batch_size == 1 or runtime not in BATCH_ONE_ONLY:
+                    rates[runtime, batch_size] = images_per_second(run, batch, seconds)
     return rates
 
 
@@ -87,13 +111,26 @@ def main(argv=None):
         from Models import build_model
         model = build_model(args.model_name, args.n_classes, args.height, args.width)
         label = f"{args.model_name} (random weights)"
+    runtimes = [r for r in args.runtimes.split(",") if r]
+    if not runtimes or any(r not in RUNTIMES for r in runtimes):
+        raise UserError(f"--runtimes {args.runtimes}: choose from {', '.join(RUNTIMES)}")
+    runtimes, missing = available(runtimes)
     height, width = model.input_shape[1:3]
-    rates = inference_rates(model, batch_sizes, args.seconds)
-    print(f"{label}, input {height}x{width}, {os.cpu_count()} CPU cores")
-    print(f"{'batch':>5} {'keras img/s':>12} {'onnxruntime img/s':>18} {'speed-up':>9}")
+    rates = inference_rates(model, batch_sizes, args.seconds, runtimes)
+    print(f"{label}, input {height}x{width}, {os.cpu_count()} CPU cores; images/s")
+    print(f"{'batch':>5} " + " ".join(f"{r:>12}" for r in runtimes))
     for batch_size in batch_sizes:
-        keras_rate, onnx_rate = rates["keras", batch_size], rates["onnxruntime", batch_size]
-        print(f"{batch_size:>5} {keras_rate:>12.2f} {onnx_rate:>18.2f} {onnx_rate / keras_rate:>8.2f}x")
+        cells = [f"{rates[r, batch_size]:>12.2f}" if (r, batch_size) in rates else f"{'-':>12}" for r in runtimes]
+        print(f"{batch_size:>5} " + " ".join(cells))
+    if "keras" in runtimes:
+        for batch_size in batch_sizes:
+            ups = [f"{r} {rates[r, batch_size] / rates['keras', batch_size]:.2f}x" for r in runtimes
+                   if r != "keras" and (r, batch_size) in rates]
+            print(f"speed-up over keras at batch {batch_size}: " + (", ".join(ups) or "-"))
+    if any(r in BATCH_ONE_ONLY for r in runtimes) and any(b > 1 for b in batch_sizes):
+        print("ncnn: '-' above batch 1 (the NCNN model has a fixed batch of 1)")
+    for runtime, why in missing.items():
+        print(f"{runtime}: {why}")
     return 0
 
 

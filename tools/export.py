@@ -1,16 +1,22 @@
-"""Export a trained model to ONNX, SavedModel or TFLite, and prove the export equals the Keras model.
+"""Export a trained model to ONNX, SavedModel, TFLite, OpenVINO or NCNN, and prove the export equals
+the Keras model.
 
     python tools/export.py --weights_path weights/exp1/unet --format onnx
     python tools/export.py --weights_path CKPT.keras --format tflite --output deploy/unet.tflite
+    python tools/export.py --weights_path CKPT.keras --format openvino     # CKPT.xml + CKPT.bin
+    python tools/export.py --weights_path CKPT.keras --format ncnn         # CKPT.ncnn.param + .ncnn.bin
 
 Writes the exported model (default: beside the checkpoint, `<checkpoint
-stem>.onnx`, `<stem>_savedmodel/` or `<stem>.tflite`) and `<output>.json`
-with the input/output names and shapes and the preprocessing the model
-expects (input size, image_init, resize_op, channel order, class names).
-Then it runs the export (onnxruntime, TensorFlow, the TFLite interpreter) and
-the Keras model on the same batch of preprocessed images and prints the
-largest absolute difference of their probabilities; above --atol (1e-4) it
-exits 1. The batch dimension stays dynamic in all three formats.
+stem>.onnx`, `<stem>_savedmodel/`, `<stem>.tflite`, `<stem>.xml` + `.bin` or
+`<stem>.ncnn.param` + `.ncnn.bin`) and `<output>.json` with the input/output
+names and shapes and the preprocessing the model expects (input size,
+image_init, resize_op, channel order, class names). Then it runs the export
+(onnxruntime, TensorFlow, the TFLite interpreter, OpenVINO, ncnn) and the
+Keras model on the same batch of preprocessed images and prints the largest
+absolute difference of their probabilities; above --atol (1e-4) it exits 1.
+The batch dimension stays dynamic except in NCNN, whose model has a fixed
+batch of 1, a fixed input size and NCHW layout (utils/deploy_export.py says
+why); OpenVINO and NCNN need requirements-deploy.txt.
 
 An existing output is never overwritten: the export is written under a
 temporary name and renamed into place only when it has passed the check.
@@ -25,9 +31,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.cli import positive_int  # noqa: E402  (also quiets TensorFlow's C++ logging)
 from utils.errors import UserError, run_cli  # noqa: E402
 
-# CLI format -> (keras export format, output suffix)
+# CLI format -> (keras export format, default output suffix); OpenVINO and NCNN convert the ONNX export.
 FORMATS = {"onnx": ("onnx", ".onnx"), "savedmodel": ("tf_saved_model", "_savedmodel"),
-           "tflite": ("litert", ".tflite")}
+           "tflite": ("litert", ".tflite"), "openvino": ("onnx", ".xml"), "ncnn": ("onnx", ".ncnn.param")}
+# What an --output must end with, where that differs from the default suffix.
+OUTPUT_SUFFIX = {"ncnn": ".param"}
+TWO_FILE_FORMATS = ("openvino", "ncnn")  # the graph file plus its .bin beside it
 PARITY_BATCH = 2  # more than one image: proves the batch dimension is really dynamic
 # The settings of the run config that a deployment needs.
 PREPROCESSING_KEYS = ("model_name", "input_height", "input_width", "n_classes", "image_init", "resize_op",
@@ -52,7 +61,14 @@ def default_output(checkpoint, fmt):
 
 
 def export_model(model, fmt, path, opset=None):
-    """Write `model` in `fmt` to `path` with Keras' own exporters (dynamic batch dimension)."""
+    """Write `model` in `fmt` to `path` (with its .bin beside it for OpenVINO and NCNN).
+
+    ONNX, SavedModel and TFLite come from Keras' own exporters; OpenVINO and NCNN from their projects'
+    converters applied to the ONNX export (utils/deploy_export.py).
+    """
+    if fmt in TWO_FILE_FORMATS:
+        _convert_from_onnx(model, fmt, path, opset)
+        return
     import contextlib
     import io
     import warnings
@@ -64,6 +80,23 @@ def export_model(model, fmt, path, opset=None):
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore", FutureWarning)
         model.export(path, format=keras_format, verbose=False, **kwargs)
+
+
+def _convert_from_onnx(model, fmt, path, opset):
+    import tempfile
+
+    from utils import deploy_export
+    deploy_export.check_runtime(fmt)  # before the (slow) ONNX export
+    if fmt == "ncnn":
+        model = deploy_export.ncnn_ready(model)
+    with tempfile.TemporaryDirectory(prefix="export-onnx-", dir=os.path.dirname(os.path.abspath(path))) as work:
+        onnx_path = os.path.join(work, "model.onnx")
+        export_model(model, "onnx", onnx_path, opset)
+        if fmt == "openvino":
+            deploy_export.to_openvino(onnx_path, path)
+        else:
+            height, width = model.input_shape[1:3]
+            deploy_export.to_ncnn(onnx_path, path, height, width)
 
 
 def parity_batch(height, width, image_init, seed, n=PARITY_BATCH):
@@ -91,8 +124,10 @@ def check_parity(expected, exported_path, batch):
     import numpy as np
 
     from utils.inference import load_predictor
+    # NCNN's .param does not record the input size: give what the settings file will say.
+    settings = dict(input_height=batch.shape[1], input_width=batch.shape[2], n_classes=expected.shape[-1])
     try:
-        predictor = load_predictor(exported_path, flag="")
+        predictor = load_predictor(exported_path, flag="", settings=settings)
         actual = predictor(batch)
     except Exception as exc:  # the runtime rejects what the converter wrote: report it as a failed check
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -107,6 +142,36 @@ def _remove(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.exists(path):
         os.remove(path)
+
+
+def output_files(path, fmt):
+    """The paths an export to `path` writes: the model, its .bin for OpenVINO and NCNN."""
+    from utils.model_files import weights_path
+    return [path, weights_path(path)] if fmt in TWO_FILE_FORMATS else [path]
+
+
+# === The settings file ===
+
+def export_settings(fmt, config, checkpoint, shape, names, diff, args):
+    """The `<output>.json` a deployment reads: the run's preprocessing settings, the export's tensors
+    and shapes, and the parity it passed. `shape` is (height, width, n_classes), `names` the export's
+    (input name, output name). Every key is set here, so a new one is a one-line addition."""
+    height, width, n_classes = shape
+    meta = {key: config[key] for key in PREPROCESSING_KEYS if key in config}
+    if fmt == "ncnn":  # fixed batch of 1, NCHW (see utils/deploy_export.py)
+        shapes = dict(input_shape=[1, 3, height, width], output_shape=[1, n_classes, height, width], layout="NCHW")
+    else:
+        shapes = dict(input_shape=[None, height, width, 3], output_shape=[None, height, width, n_classes],
+                      layout="NHWC")
+    meta.update(
+        format=fmt, source_checkpoint=os.path.abspath(checkpoint), input_name=names[0], output_name=names[1],
+        **shapes, input_height=height, input_width=width, n_classes=n_classes,
+        image_init=config.get("image_init", "divide"), resize_op=config.get("resize_op", 1),
+        # RGB for --encoder_weights MobileNet/Xception runs, BGR (OpenCV's order) otherwise
+        channel_order=str(config.get("channel_order", "bgr")).upper(), input_dtype="float32",
+        output="softmax probabilities, float32", opset=args.opset, max_abs_diff=diff, atol=args.atol,
+    )
+    return meta
 
 
 def main(argv=None):
@@ -124,17 +189,23 @@ def main(argv=None):
     checkpoint = best_checkpoint(args.weights_path) if os.path.isdir(args.weights_path) else args.weights_path
     check_model_file(checkpoint, "--weights_path", accepted=("keras",))
     output = os.path.normpath(args.output or default_output(checkpoint, args.format))
-    if os.path.exists(output) or os.path.exists(sidecar_path(output)):
-        raise UserError(f"--output {output}: already exists; choose a new path (exports never overwrite)")
-    if args.format != "savedmodel" and not output.endswith(FORMATS[args.format][1]):
-        raise UserError(f"--output {output}: a {args.format} file must end with {FORMATS[args.format][1]}")
+    files = output_files(output, args.format)
+    taken = next((path for path in files + [sidecar_path(output)] if os.path.exists(path)), None)
+    if taken:
+        raise UserError(f"--output {output}: {taken} already exists; choose a new path (exports never overwrite)")
+    suffix = OUTPUT_SUFFIX.get(args.format, FORMATS[args.format][1])
+    if args.format != "savedmodel" and not output.endswith(suffix):
+        raise UserError(f"--output {output}: a {args.format} file must end with {suffix}")
     if not args.atol > 0:
         raise UserError(f"--atol {args.atol}: must be > 0")
+    if args.format in TWO_FILE_FORMATS:  # a missing runtime is one line before Keras loads anything
+        from utils.deploy_export import check_runtime
+        check_runtime(args.format)
 
     model = load_keras_model(checkpoint)
     height, width = model.input_shape[1:3]
+    n_classes = model.output_shape[-1]
     image_init = config.get("image_init", "divide")
-    channel_order = str(config.get("channel_order", "bgr")).upper()  # RGB for --encoder_weights MobileNet/Xception
     batch = parity_batch(height, width, image_init, args.seed)
     # A direct call also marks a freshly loaded model as built-and-called, which the ONNX exporter requires.
     expected = keras.ops.convert_to_numpy(model(batch, training=False)).astype("float32")
@@ -147,6 +218,8 @@ def main(argv=None):
         start = time.perf_counter()
         try:
             export_model(model, args.format, tmp, args.opset)
+        except UserError:  # a missing runtime package: the one line that names requirements-deploy.txt
+            raise
         except Exception as exc:  # a converter's refusal: say which model and format, keep the reason
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SystemExit(f"error: {checkpoint}: {args.format} export failed: {reason}") from None
@@ -155,28 +228,24 @@ def main(argv=None):
             diff, exported = check_parity(expected, tmp, batch)
         except RuntimeError as exc:
             raise SystemExit(f"error: parity check failed: {exc}") from None
-        input_name, output_name = exported.input_name, exported.output_name
         if not diff <= args.atol:
             raise SystemExit(f"error: parity check failed: max |{args.format} - keras| = {diff:.3g} "
                              f"> --atol {args.atol:g} ({checkpoint})")
-        os.replace(tmp, output)
+        for tmp_file, final in zip(output_files(tmp, args.format), files):
+            os.replace(tmp_file, final)
     finally:
-        _remove(tmp)
+        for tmp_file in output_files(tmp, args.format):
+            _remove(tmp_file)
 
-    n_classes = model.output_shape[-1]
-    meta = {key: config[key] for key in PREPROCESSING_KEYS if key in config}
-    meta.update(
-        format=args.format, source_checkpoint=os.path.abspath(checkpoint),
-        input_name=input_name, output_name=output_name,
-        input_shape=[None, height, width, 3], output_shape=[None, height, width, n_classes],
-        input_height=height, input_width=width, n_classes=n_classes, image_init=image_init,
-        resize_op=config.get("resize_op", 1), channel_order=channel_order, layout="NHWC", input_dtype="float32",
-        output="softmax probabilities, float32", opset=args.opset, max_abs_diff=diff, atol=args.atol,
-    )
+    meta = export_settings(args.format, config, checkpoint, (height, width, n_classes),
+                           (exported.input_name, exported.output_name), diff, args)
     write_json_atomic(sidecar_path(output), meta)
-    print(f"exported {checkpoint} -> {output} ({args.format}, {export_seconds:.1f} s)")
-    print(f"input {input_name!r} (N, {height}, {width}, 3) float32 {channel_order}, image_init={image_init}; "
-          f"output {output_name!r} (N, {height}, {width}, {n_classes}) probabilities")
+    print(f"exported {checkpoint} -> {' + '.join(files)} ({args.format}, {export_seconds:.1f} s)")
+    layout = "(1, 3, {0}, {1})" if args.format == "ncnn" else "(N, {0}, {1}, 3)"
+    out_layout = "(1, {2}, {0}, {1})" if args.format == "ncnn" else "(N, {0}, {1}, {2})"
+    print(f"input {meta['input_name']!r} {layout.format(height, width)} float32 {meta['channel_order']}, "
+          f"image_init={image_init}; output {meta['output_name']!r} {out_layout.format(height, width, n_classes)} "
+          f"probabilities")
     print(f"parity: max |{args.format} - keras| = {diff:.3g} over {PARITY_BATCH} images (atol {args.atol:g}): ok")
     print(f"settings: {sidecar_path(output)}")
     return 0

@@ -1,6 +1,7 @@
-"""Export every registered model to ONNX, SavedModel and TFLite and check each against Keras.
+"""Export every registered model to ONNX, SavedModel, TFLite, OpenVINO and NCNN and check each
+against Keras.
 
-    python tools/export_all.py [--height 128 --width 128] [--models unet,hrnet] [--formats onnx,tflite]
+    python tools/export_all.py [--height 128 --width 128] [--models unet,hrnet] [--formats onnx,ncnn]
 
     python tools/export_all.py --runs weights/zoo      # the best checkpoint of every run under a folder
 
@@ -8,7 +9,9 @@ Each model (pspnet and deeplab_v3+ once per backbone) is built with random
 weights at its smallest legal size at least --height x --width (or, with
 --runs, loaded from each train.py run's best checkpoint), and exported with
 the same code as tools/export.py; the table gives the largest |export -
-keras| probability over two synthetic images, or why the export failed.
+keras| probability over two synthetic images, or why the export failed (a
+converter's or runtime's reason, e.g. an op NCNN has no layer for; a runtime
+that is not installed says so: requirements-deploy.txt).
 
 Random weights are a harsh test: a net without normalisation after its
 recurrent or cascaded branches (r2unet, icnet) can start with huge logits,
@@ -32,7 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--width", type=positive_int, default=128)
     p.add_argument("--n_classes", type=positive_int, default=2)
     p.add_argument("--models", default="", help="comma-separated names (default: all registered)")
-    p.add_argument("--formats", default="onnx,savedmodel,tflite")
+    p.add_argument("--formats", default="onnx,savedmodel,tflite,openvino,ncnn")
     p.add_argument("--atol", type=float, default=1e-4)
     p.add_argument("--runs", default=None, help="export the best checkpoint of every train.py run under this folder")
     return p.parse_args(argv)

@@ -1,9 +1,13 @@
 """Run a segmentation model from any of its saved forms behind one call.
 
 `load_predictor(path)` accepts a Keras checkpoint (`.keras`), an ONNX file
-(`.onnx`), a SavedModel folder or a TFLite file (`.tflite`) and returns a
+(`.onnx`), a SavedModel folder, a TFLite file (`.tflite`), an OpenVINO IR
+(`.xml` + `.bin`) or an NCNN model (`.param` + `.bin`) and returns a
 `Predictor`: `predictor(batch)` maps a float32 `(B, H, W, 3)` batch, already
-preprocessed, to `(B, H, W, n_classes)` float32 probabilities. test.py,
+preprocessed, to `(B, H, W, n_classes)` float32 probabilities (for NCNN,
+whose model is NCHW with a batch of 1, it transposes and runs one image at a
+time). OpenVINO and ncnn come from requirements-deploy.txt: without them the
+load is one line naming that file. test.py,
 tools/export.py (its parity check) and tools/benchmark_inference.py share it,
 so an exported model is judged by exactly the code that serves it.
 
@@ -21,11 +25,11 @@ from utils.model_files import check_model_file, loader_errors
 SIDECAR_SUFFIX = ".json"
 
 
-PREDICTOR_KINDS = ("keras", "onnx", "savedmodel", "tflite")
+PREDICTOR_KINDS = ("keras", "onnx", "savedmodel", "tflite", "openvino", "ncnn")
 
 
 def model_format(path, flag="--weights_path"):
-    """'keras', 'onnx', 'savedmodel' or 'tflite', after `check_model_file` has read the file's header:
+    """One of `PREDICTOR_KINDS`, after `check_model_file` has read the file's header:
     a missing, empty, damaged or mislabelled model is a one-line `UserError` naming `flag` and `path`."""
     return check_model_file(path, flag, accepted=PREDICTOR_KINDS)
 
@@ -155,19 +159,97 @@ def tflite_predictor(path):
                      output_detail["name"])
 
 
+def openvino_predictor(path, threads=None):
+    from utils.deploy_export import require
+    ov = require("openvino", f"{path}: an OpenVINO model")
+    # CPUs with AMX or AVX512-BF16 otherwise run float32 models in bfloat16 (errors of 1e-2).
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    compiled = ov.Core().compile_model(path, "CPU", config)
+    input_port, output_port = compiled.inputs[0], compiled.outputs[0]
+    in_shape, out_shape = input_port.get_partial_shape(), output_port.get_partial_shape()
+    request = compiled.create_infer_request()
+
+    def run(batch):
+        return request.infer({0: batch})[output_port].copy()
+    return Predictor(run, (in_shape[1].get_length(), in_shape[2].get_length()), out_shape[3].get_length(),
+                     "openvino", input_port.get_any_name(), output_port.get_any_name())
+
+
+def ncnn_predictor(path, settings, threads=None):
+    """`settings` gives input_height, input_width and n_classes: an NCNN .param does not record them."""
+    from utils.deploy_export import require, unknown_layers
+    from utils.model_files import weights_path
+    ncnn = require("ncnn", f"{path}: an NCNN model")
+    missing = unknown_layers(path, ncnn)
+    if missing:  # ncnn itself only prints this to stderr and returns -1
+        raise RuntimeError(f"ncnn has no layer for {', '.join(missing)}")
+    net = ncnn.Net()
+    # float32 throughout: ncnn stores and computes in float16/bfloat16 where the CPU supports it.
+    for option in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage"):
+        setattr(net.opt, option, False)
+    if threads:
+        net.opt.num_threads = int(threads)
+    if net.load_param(path) != 0 or net.load_model(weights_path(path)) != 0:
+        raise RuntimeError("ncnn could not read the .param/.bin pair")
+    input_name, output_name = net.input_names()[0], net.output_names()[0]
+
+    def run(batch):
+        outputs = []
+        for image in batch:  # the NCNN model has a batch of 1
+            chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+            # ncnn.Mat wraps `chw` without copying (even through .clone()): `chw` must outlive the extraction.
+            extractor = net.create_extractor()
+            extractor.input(input_name, ncnn.Mat(chw))
+            status, output = extractor.extract(output_name)
+            if status != 0:
+                raise RuntimeError(f"ncnn could not compute {output_name} (status {status})")
+            outputs.append(np.array(output).transpose(1, 2, 0))
+        return np.stack(outputs)
+    size = (settings["input_height"], settings["input_width"])
+    return Predictor(run, size, settings["n_classes"], "ncnn", input_name, output_name)
+
+
+def _ncnn_settings(path, flag):
+    from utils.run import read_json
+    settings_file = sidecar_path(path)
+    if not os.path.isfile(settings_file):
+        raise UserError(f"{flag + ' ' if flag else ''}{path}: an NCNN model needs its settings file {settings_file} "
+                        "(written by tools/export.py): the .param does not record the input size")
+    settings = read_json(settings_file, "export settings (written by tools/export.py)")
+    missing = [key for key in ("input_height", "input_width", "n_classes") if key not in settings]
+    if missing:
+        raise UserError(f"{settings_file}: export settings without {', '.join(missing)}")
+    return settings
+
+
 LOADERS = {"keras": "Keras", "onnx": "onnxruntime", "savedmodel": "TensorFlow",
-           "tflite": "the TFLite interpreter"}
+           "tflite": "the TFLite interpreter", "openvino": "OpenVINO", "ncnn": "ncnn"}
 
 
-def load_predictor(path, threads=None, flag="--weights_path"):
+def load_predictor(path, threads=None, flag="--weights_path", settings=None):
     """The `Predictor` of a checked model file (see `model_format`); a load that fails after the checks
-    is a one-line `UserError` naming `flag`, `path` and the runtime, never a traceback."""
+    is a one-line `UserError` naming `flag`, `path` and the runtime, never a traceback.
+
+    `settings` (NCNN only): input_height, input_width and n_classes; by default read from the
+    settings file beside the model (`sidecar_path`).
+    """
     fmt = model_format(path, flag)
     if fmt == "keras":
         return keras_predictor(load_keras_model(path, flag))
+    if fmt in ("openvino", "ncnn"):  # a missing runtime: one line naming the requirements file
+        from utils.deploy_export import require
+        require(fmt, f"{flag + ' ' if flag else ''}{path}: running an {LOADERS[fmt]} model")
+    if fmt == "ncnn" and settings is None:
+        settings = _ncnn_settings(path, flag)
     with loader_errors(path, flag, LOADERS[fmt]):
         if fmt == "onnx":
             return onnx_predictor(path, threads)
         if fmt == "savedmodel":
             return savedmodel_predictor(path)
+        if fmt == "openvino":
+            return openvino_predictor(path, threads)
+        if fmt == "ncnn":
+            return ncnn_predictor(path, settings, threads)
         return tflite_predictor(path)

@@ -19,10 +19,15 @@ from utils.errors import UserError
 
 # === Kinds ===
 
-ALL_KINDS = ("keras", "h5", "onnx", "tflite", "savedmodel")
-SUFFIX_KINDS = {".keras": "keras", ".h5": "h5", ".onnx": "onnx", ".tflite": "tflite"}
+ALL_KINDS = ("keras", "h5", "onnx", "tflite", "savedmodel", "openvino", "ncnn")
+SUFFIX_KINDS = {".keras": "keras", ".h5": "h5", ".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino",
+                ".param": "ncnn"}
 KIND_NAMES = {"keras": "a .keras model", "h5": "an .h5 weights file", "onnx": "an .onnx model",
-              "tflite": "a .tflite model", "savedmodel": "a SavedModel folder"}
+              "tflite": "a .tflite model", "savedmodel": "a SavedModel folder",
+              "openvino": "an OpenVINO .xml model", "ncnn": "an NCNN .param model"}
+# Two-file formats: the graph file names the kind, its weights sit beside it with this suffix.
+WEIGHTS_SUFFIX = ".bin"
+NCNN_MAGIC = "7767517"  # the first line of a text .param file
 # What the content is, told apart by its first bytes (ONNX, a bare protobuf, has no signature).
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -49,6 +54,11 @@ def expected_kinds(accepted):
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def weights_path(path):
+    """The weights file of an OpenVINO .xml or NCNN .param model: the same name with .bin."""
+    return os.path.splitext(os.fspath(path))[0] + WEIGHTS_SUFFIX
+
+
 def _sniff(head):
     if head.startswith(ZIP_MAGIC):
         return "zip"
@@ -62,13 +72,15 @@ def _sniff(head):
 # === The check ===
 
 def check_model_file(path, flag, accepted=ALL_KINDS):
-    """The kind of model at `path` ('keras', 'h5', 'onnx', 'tflite' or 'savedmodel'), or a one-line `UserError`.
+    """The kind of model at `path` (one of `ALL_KINDS`), or a one-line `UserError`.
 
     Rejects, naming `flag` and `path`: a missing path; a folder that is not a SavedModel; a kind not in
     `accepted` (from the suffix); an unreadable or empty file; content of another format than the suffix
     says; a .keras that is not a complete zip with config.json and model.weights.h5; an .h5 without the
     HDF5 signature or that h5py cannot open; an .onnx that does not parse as an ONNX model; a .tflite
-    without the TFL3 identifier. `flag` may be "" (the message then starts with the path).
+    without the TFL3 identifier; an OpenVINO .xml without a <net> element, an NCNN .param without its
+    7767517 first line, or either without a non-empty .bin beside it. `flag` may be "" (the message
+    then starts with the path).
     """
     where = _where(flag, path)
     path = os.fspath(path)
@@ -91,8 +103,8 @@ def check_model_file(path, flag, accepted=ALL_KINDS):
     if size == 0:
         raise UserError(f"{where}: empty file (0 bytes)")
     content = _sniff(head)
-    {"keras": _check_keras, "h5": _check_h5, "onnx": _check_onnx, "tflite": _check_tflite}[kind](
-        path, where, content, size)
+    {"keras": _check_keras, "h5": _check_h5, "onnx": _check_onnx, "tflite": _check_tflite,
+     "openvino": _check_openvino, "ncnn": _check_ncnn}[kind](path, where, content, size)
     return kind
 
 
@@ -173,6 +185,44 @@ def _check_tflite(path, where, content, size):
         raise _not_what_suffix_says(where, "a TFLite model", content, f"no {TFLITE_IDENTIFIER.decode()} identifier")
     if size < 16:
         raise UserError(f"{where}: truncated TFLite model ({size} bytes)")
+
+
+def _read_text_head(path, where, n=4096):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(n).decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise UserError(f"{where}: cannot be read ({exc.strerror or first_line(exc)})") from None
+
+
+def _check_weights_beside(path, where, what):
+    weights = weights_path(path)
+    if not os.path.isfile(weights):
+        raise UserError(f"{where}: its weights file {weights} is missing ({what} is the {os.path.splitext(path)[1]} "
+                        f"and the .bin beside it)")
+    if os.path.getsize(weights) == 0:
+        raise UserError(f"{where}: its weights file {weights} is empty (0 bytes)")
+
+
+def _check_openvino(path, where, content, size):
+    if content is not None:
+        raise _not_what_suffix_says(where, "an OpenVINO IR .xml", content)
+    head = _read_text_head(path, where)
+    if "<net" not in head:
+        raise UserError(f"{where}: is not an OpenVINO IR .xml (no <net> element at its start)")
+    _check_weights_beside(path, where, "an OpenVINO IR")
+
+
+def _check_ncnn(path, where, content, size):
+    if content is not None:
+        raise _not_what_suffix_says(where, "an NCNN .param", content)
+    lines = _read_text_head(path, where).splitlines()
+    if not lines or lines[0].strip() != NCNN_MAGIC:
+        raise UserError(f"{where}: is not an NCNN .param (its first line is not the magic number {NCNN_MAGIC})")
+    counts = lines[1].split() if len(lines) > 1 else []
+    if len(counts) != 2 or not all(c.isdigit() for c in counts):
+        raise UserError(f"{where}: truncated or damaged NCNN .param (no layer and blob counts on line 2)")
+    _check_weights_beside(path, where, "an NCNN model")
 
 
 # === Around the real load ===
