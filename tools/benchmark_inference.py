@@ -56,8 +56,9 @@ def available(runtimes):
     """(runtimes whose packages are installed, {runtime: why it is left out})."""
     import importlib.util
     modules = {"keras": "keras", "onnxruntime": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn"}
+    needs = {r: [modules[r]] + (["pnnx"] if r == "ncnn" else []) for r in runtimes}  # pnnx converts for ncnn
     missing = {r: "not installed (pip install -r requirements-deploy.txt)" for r in runtimes
-               if importlib.util.find_spec(modules[r]) is None or (r == "ncnn" and importlib.util.find_spec("pnnx") is None)}
+               if any(importlib.util.find_spec(module) is None for module in needs[r])}
     return [r for r in runtimes if r not in missing], missing
 
 

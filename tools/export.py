@@ -89,7 +89,7 @@ def _convert_from_onnx(model, fmt, path, opset):
     deploy_export.check_runtime(fmt)  # before the (slow) ONNX export
     if fmt == "ncnn":
         model = deploy_export.ncnn_ready(model)
-    with tempfile.TemporaryDirectory(prefix="export-onnx-", dir=os.path.dirname(os.path.abspath(path))) as work:
+    with tempfile.TemporaryDirectory(prefix="export-onnx-") as work:
         onnx_path = os.path.join(work, "model.onnx")
         export_model(model, "onnx", onnx_path, opset)
         if fmt == "openvino":
@@ -131,6 +131,7 @@ def check_parity(expected, exported_path, batch):
         actual = predictor(batch)
     except Exception as exc:  # the runtime rejects what the converter wrote: report it as a failed check
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = reason.replace(f"{exported_path}: ", "")  # the temporary path says nothing: keep the why
         raise RuntimeError(f"the export does not load or run in its runtime: {reason[:300]}") from None
     if actual.shape != expected.shape:
         raise RuntimeError(f"{exported_path} returned shape {actual.shape}, the Keras model {expected.shape}")

@@ -154,7 +154,7 @@ def to_ncnn(onnx_path, param_path, height, width):
     from utils.model_files import weights_path
     ncnn = require("ncnn", "an NCNN export")
     binary = pnnx_executable()
-    work = tempfile.mkdtemp(prefix="pnnx-", dir=os.path.dirname(os.path.abspath(param_path)))
+    work = tempfile.mkdtemp(prefix="pnnx-")
     try:
         nchw = os.path.join(work, "model.onnx")
         nchw_onnx(onnx_path, nchw, height, width)

@@ -160,21 +160,38 @@ def tflite_predictor(path):
 
 
 def openvino_predictor(path, threads=None):
+    """The IR keeps a dynamic batch; it is compiled once per batch size seen, with that size fixed:
+    OpenVINO's CPU plugin fails on some dynamic graphs (pspnet's and icnet's pyramid pooling: its
+    ShuffleChannelsFusion pass "cannot get length of dynamic dimension")."""
     from utils.deploy_export import require
     ov = require("openvino", f"{path}: an OpenVINO model")
     # CPUs with AMX or AVX512-BF16 otherwise run float32 models in bfloat16 (errors of 1e-2).
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = ov.Core().compile_model(path, "CPU", config)
-    input_port, output_port = compiled.inputs[0], compiled.outputs[0]
-    in_shape, out_shape = input_port.get_partial_shape(), output_port.get_partial_shape()
-    request = compiled.create_infer_request()
+    core = ov.Core()
+    model = core.read_model(path)
+    in_shape, out_shape = model.inputs[0].get_partial_shape(), model.outputs[0].get_partial_shape()
+    input_size = (in_shape[1].get_length(), in_shape[2].get_length())
+    requests = {}
+
+    def request_for(batch_size):
+        if batch_size not in requests:
+            model.reshape({model.inputs[0]: ov.PartialShape([batch_size, *input_size, 3])})
+            try:
+                requests[batch_size] = core.compile_model(model, "CPU", config).create_infer_request()
+            except RuntimeError as exc:  # its first lines are only "Exception from src/...cpp:N:"
+                said = [line.strip() for line in str(exc).splitlines()
+                        if line.strip() and not line.strip().startswith("Exception from")]
+                raise RuntimeError(" ".join(said) or str(exc)) from None
+        return requests[batch_size]
+    request_for(1)  # compile now: a model the plugin cannot take fails at load, not at the first call
 
     def run(batch):
-        return request.infer({0: batch})[output_port].copy()
-    return Predictor(run, (in_shape[1].get_length(), in_shape[2].get_length()), out_shape[3].get_length(),
-                     "openvino", input_port.get_any_name(), output_port.get_any_name())
+        request = request_for(len(batch))
+        return request.infer({0: batch})[request.model_outputs[0]].copy()
+    return Predictor(run, input_size, out_shape[3].get_length(), "openvino", model.inputs[0].get_any_name(),
+                     model.outputs[0].get_any_name())
 
 
 def ncnn_predictor(path, settings, threads=None):
