@@ -76,3 +76,13 @@ def read_state(run_dir):
     import json
     with open(os.path.join(run_dir, "state.json")) as handle:
         return json.load(handle)
+
+
+def run_without(code, *args, modules=("keras", "tensorflow")):
+    """Run `python -c code args...` in the repo, then fail (non-zero exit) if it imported any of `modules`:
+    flag parsing and name checks must answer before Keras loads."""
+    import subprocess
+    check = ("\nimport sys as _sys\n_bad = sorted({m.split('.')[0] for m in _sys.modules} & set(%r))\n"
+             "assert not _bad, f'imported: {_bad}'\n" % (tuple(modules),))
+    return subprocess.run([sys.executable, "-c", code + check, *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)

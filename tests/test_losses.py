@@ -7,7 +7,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-from conftest import ROOT
+from conftest import run_without
 from losses import LOSSES, accepted_options, add_loss_arguments, get_loss, loss_options
 from losses.class_weights import median_frequency, parse_class_weights
 from utils.errors import UserError
@@ -305,11 +305,8 @@ def test_keras_free_option_table_matches_the_loss_signatures():
 
 
 def test_loss_names_and_options_check_without_keras():
-    import subprocess
-    import sys
-    code = ("import sys, losses; losses.check_options('c_focal', 2, {'focal_gamma': 1.0}); "
-            "losses.check_loss_name('dice', 2); assert 'keras' not in sys.modules, 'keras imported'")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    done = run_without("import losses; losses.check_options('c_focal', 2, {'focal_gamma': 1.0}); "
+                       "losses.check_loss_name('dice', 2)", modules=("keras",))
     assert done.returncode == 0, done.stderr
 
 
