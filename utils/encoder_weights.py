@@ -186,33 +186,19 @@ def build_reference(family):
         weights=None, include_top=False, input_shape=(REFERENCE_SIZE, REFERENCE_SIZE, 3), **spec.kwargs)
 
 
-def _legacy_layer_weights(path):
-    """{layer name: arrays} of a Keras 2 `.h5` file (weights by layer name), or None for another layout."""
-    import h5py
-    import numpy as np
-    with h5py.File(path, "r") as handle:
-        group = handle["model_weights"] if "model_weights" in handle else handle
-        if "layer_names" not in group.attrs:
-            return None
-        text = (lambda n: n.decode() if isinstance(n, bytes) else n)
-        return {text(name): [np.asarray(group[text(name)][text(w)]) for w in group[text(name)].attrs["weight_names"]]
-                for name in group.attrs["layer_names"] if len(group[text(name)].attrs["weight_names"])}
-
-
 def read_weights(path, family, reference):
     """{layer name: arrays} from PATH: a Keras 2 `.h5` read by name, a `.keras` model, or a Keras 3
     `.weights.h5` loaded into `reference` (its layout is positional: only the family's model reads it)."""
-    import keras
 
     from utils.model_files import check_model_file, first_line, loader_errors
-    from utils.training import weighted_layers
+    from utils.training import h5_layer_weights, layer_weights
     flag = "--encoder_weights"
     if check_model_file(path, flag, accepted=("keras", "h5")) == "keras":
         from utils.inference import load_keras_model
         source = load_keras_model(path, flag)
     else:
         with loader_errors(path, flag, "h5py"):
-            weights = _legacy_layer_weights(path)
+            weights = h5_layer_weights(path)
         if weights is not None:
             return weights
         try:
@@ -224,7 +210,7 @@ def read_weights(path, family, reference):
             raise UserError(f"{flag} {path}: not {FAMILIES[family].describe()} weights ({detail}); "
                             "is it another family's file?") from None
         source = reference
-    return {layer.name: [keras.ops.convert_to_numpy(w) for w in layer.weights] for layer in weighted_layers(source)}
+    return layer_weights(source)
 
 
 # === Loading ===

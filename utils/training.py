@@ -45,19 +45,32 @@ def read_pretrained(path):
     kind = check_model_file(path, "--pretrained", accepted=("keras", "h5"))
     if kind == "keras":
         from utils.inference import load_keras_model
-        source = load_keras_model(path, "--pretrained")
-        return {layer.name: [keras.ops.convert_to_numpy(w) for w in layer.weights]
-                for layer in weighted_layers(source)}
+        return layer_weights(load_keras_model(path, "--pretrained"))
+    with loader_errors(path, "--pretrained", "h5py"):
+        weights = h5_layer_weights(path)
+    if weights is None:
+        raise UserError(f"--pretrained {path}: not a Keras layer-by-name weights file "
+                        "(no layer_names); save one with model.save('x.keras') instead")
+    return weights
+
+
+def layer_weights(model):
+    """{layer name: [arrays]} of a model's weighted layers."""
+    return {layer.name: [keras.ops.convert_to_numpy(w) for w in layer.weights] for layer in weighted_layers(model)}
+
+
+def h5_layer_weights(path):
+    """{layer name: [arrays]} of a Keras 2-style `.h5` file (weights stored by layer name, as the
+    keras.applications ImageNet files are), or None for a file of another layout."""
     import h5py
-    with loader_errors(path, "--pretrained", "h5py"), h5py.File(path, "r") as handle:
+    with h5py.File(path, "r") as handle:
         group = handle["model_weights"] if "model_weights" in handle else handle
         if "layer_names" not in group.attrs:
-            raise UserError(f"--pretrained {path}: not a Keras layer-by-name weights file "
-                            "(no layer_names); save one with model.save('x.keras') instead")
+            return None
+        text = (lambda n: n.decode() if isinstance(n, bytes) else n)
         weights = {}
-        for name in group.attrs["layer_names"]:
-            name = name.decode() if isinstance(name, bytes) else name
-            names = [n.decode() if isinstance(n, bytes) else n for n in group[name].attrs["weight_names"]]
+        for name in map(text, group.attrs["layer_names"]):
+            names = [text(n) for n in group[name].attrs["weight_names"]]
             if names:
                 weights[name] = [np.asarray(group[name][n]) for n in names]
         return weights
