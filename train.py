@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from utils.cli import positive_int, str2bool  # sets TF_CPP_MIN_LOG_LEVEL before keras loads
+from utils.cli import crops_count, positive_int, slide_stride, str2bool  # sets TF_CPP_MIN_LOG_LEVEL before keras loads
 from utils.errors import UserError, run_cli
 from utils.image import CHANNEL_ORDERS, IMAGE_INITS
 from utils.schedules import LR_SCHEDULES
@@ -32,7 +32,9 @@ def parse_args(argv=None):
     p.add_argument("--n_classes", type=positive_int, default=2, help="number of classes, background included")
     p.add_argument("--input_height", type=positive_int, default=224)
     p.add_argument("--input_width", type=positive_int, default=224)
-    p.add_argument("--resize_op", type=int, choices=(1, 2), default=1, help="1: resize, 2: letterbox")
+    p.add_argument("--resize_op", type=int, choices=(1, 2, 3), default=1,
+                   help="1: resize, 2: letterbox, 3: random crops of the full-resolution image "
+                        "(validation and test.py then slide a window over each whole image)")
     p.add_argument("--validate", type=str2bool, default=True, help="validate after each epoch (true/false)")
     p.add_argument("--epochs", type=positive_int, default=50)
     p.add_argument("--train_batch_size", type=positive_int, default=4)
@@ -55,6 +57,12 @@ def parse_args(argv=None):
     p.add_argument("--augment", type=str2bool, default=False,
                    help="online augmentation: random scale, crop, flip, rotation, colour jitter (true/false)")
     p.add_argument("--aux_weight", type=float, default=0.4, help="loss weight of auxiliary heads (PSPNet: 0.4)")
+    p.add_argument("--crops_per_image", type=crops_count, default="auto",
+                   help="--resize_op 3: crops drawn from each image per epoch (auto: the number of "
+                        "non-overlapping crops its area holds, at least 1)")
+    p.add_argument("--stride", type=positive_int, default=None,
+                   help="--resize_op 3: sliding-window stride in pixels for validation and test.py "
+                        "(default: 2/3 of the window)")
     p.add_argument("--per_class_metrics", type=str2bool, default=True,
                    help="also log every metric per class (<metric>/<class> columns)")
     # === Scale, precision, schedules, fine-tuning ===
@@ -66,6 +74,9 @@ def parse_args(argv=None):
     p.add_argument("--lr_step", type=positive_int, default=10, help="step: epochs between decays")
     p.add_argument("--lr_gamma", type=float, default=0.1, help="step/plateau: decay factor")
     p.add_argument("--lr_patience", type=positive_int, default=5, help="plateau: epochs without a better score")
+    p.add_argument("--max_minutes", type=float, default=0,
+                   help="stop at the first epoch end after N minutes of training (0: no limit); "
+                        "--resume continues the run")
     p.add_argument("--early_stopping", type=int, default=0,
                    help="stop after N epochs without a better validation mIoU (0: never)")
     add_weight_arguments(p)
@@ -143,7 +154,7 @@ def resolve_names(args):
 def check_training_flags(args):
     if args.lr_schedule not in LR_SCHEDULES:
         raise UserError(f"--lr_schedule {args.lr_schedule!r} is unknown; valid: {', '.join(LR_SCHEDULES)}")
-    for flag in ("warmup_epochs", "early_stopping", "freeze_epochs", "tensorboard_images"):
+    for flag in ("warmup_epochs", "early_stopping", "freeze_epochs", "tensorboard_images", "max_minutes"):
         if getattr(args, flag) < 0:
             raise UserError(f"--{flag} {getattr(args, flag)}: must be >= 0")
     if args.warmup_epochs >= args.epochs:
@@ -159,6 +170,9 @@ def check_training_flags(args):
     if args.freeze_epochs and not (args.pretrained or encoder_weights):
         raise UserError("--freeze_epochs freezes the layers loaded by --pretrained or --encoder_weights; "
                         "pass one of them too")
+    slide_stride(args)
+    if args.stride is not None and args.resize_op != 3:
+        raise UserError("--stride sets the sliding window of --resize_op 3 runs; pass --resize_op 3 too")
     if args.early_stopping and not args.validate:
         raise UserError("--early_stopping watches the validation mIoU; it needs --validate true")
 
@@ -206,8 +220,11 @@ def load_splits(args):
         print(f"validation: {len(val)} pairs from {split}_image/{note}")
     prep = Preprocessing(args.input_height, args.input_width, args.image_init, args.resize_op, args.ignore_label,
                          args.channel_order)
-    augmenter = (build_augmenter(args.input_height, args.input_width, args.ignore_label,
-                                 keep_aspect=args.resize_op == 2) if args.augment else None)
+    augmenter = None
+    if args.augment:  # crops: scale/rotate/flip the full image, then crop (mmsegmentation's order)
+        crops = {"full_image": True} if args.resize_op == 3 else {}
+        augmenter = build_augmenter(args.input_height, args.input_width, args.ignore_label,
+                                    keep_aspect=args.resize_op == 2, **crops)
     return Splits(train, val, class_names, counts, prep, augmenter)
 
 
@@ -310,6 +327,8 @@ def write_run_config(args, choices, run, session, splits):
     from utils.run import CONFIG_FILE, write_json_atomic
     os.makedirs(run.dir, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k != "resume" and not k.startswith("_")}
+    # test.py repeats how the run was validated: a crop-trained model slides over the whole image.
+    config.update(inference_mode="slide" if args.resize_op == 3 else "resize", stride=slide_stride(args))
     config.update(class_names=splits.class_names, loss_options=session.loss_options,
                   model_options=choices.model_options, frozen_layers=session.frozen,
                   encoder_family=choices.encoder_family,
@@ -326,14 +345,19 @@ def make_generators(args, run, session, splits):
     heads = len(session.model.outputs)
     train = SegmentationDataset(splits.train, args.train_batch_size * session.replicas, splits.prep, args.n_classes,
                                 shuffle=True, seed=args.seed, augmenter=splits.augmenter, workers=args.workers,
-                                start_epoch=run.completed, label_copies=heads)
-    val = (SegmentationDataset(splits.val, args.val_batch_size * session.replicas, splits.prep, args.n_classes,
-                               shuffle=False, workers=args.workers, label_copies=heads) if splits.val else None)
+                                start_epoch=run.completed, label_copies=heads,
+                                **({"crops_per_image": args.crops_per_image} if args.resize_op == 3 else {}))
+    if not splits.val or args.resize_op == 3:  # crops: NativeValidation scores the full images instead
+        return train, None
+    val = SegmentationDataset(splits.val, args.val_batch_size * session.replicas, splits.prep, args.n_classes,
+                              shuffle=False, workers=args.workers, label_copies=heads)
     return train, val
 
 
 def make_callbacks(args, choices, run, session, splits):
-    """-> (callbacks, monitor). RunCommit comes first: it adds the learning rate to the logs the others see."""
+    """-> (callbacks, monitor). RunCommit comes first (after NativeValidation, whose scores it reads): it adds
+    the learning rate to the logs the others see. --resize_op 3 shows no TensorBoard image panel: its
+    validation images are full size, not network size."""
     import keras
 
     from utils.callbacks import EpochLearningRate, RunCommit, trim_log
@@ -351,7 +375,19 @@ def make_callbacks(args, choices, run, session, splits):
                            args.early_stopping),
                  EpochLearningRate(schedule, run.state),
                  keras.callbacks.TensorBoard(log_dir=os.path.join(run.dir, "log"))]
-    if splits.val and args.tensorboard_images:
+    if args.max_minutes:
+        from utils.training import TimeLimit
+        callbacks.append(TimeLimit(args.max_minutes * 60))
+    if splits.val and args.resize_op == 3:  # before RunCommit, which reads its scores
+        from metrics import get_metrics
+        from utils.native_validation import NativeValidation
+
+        def fresh_metrics():
+            return get_metrics(choices.metric_names, args.n_classes, args.ignore_label,
+                               per_class=args.per_class_metrics, class_names=splits.class_names)
+        callbacks.insert(0, NativeValidation(splits.val, splits.prep, args.n_classes, fresh_metrics, session.loss,
+                                             slide_stride(args), args.val_batch_size))
+    if splits.val and args.tensorboard_images and args.resize_op != 3:
         from utils.monitoring import ValidationImages
         callbacks.append(ValidationImages.from_pairs(os.path.join(run.dir, "log"), splits.val[:args.tensorboard_images],
                                                      splits.prep, args.n_classes))

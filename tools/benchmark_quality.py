@@ -3,6 +3,7 @@
     python tools/benchmark_quality.py --table models                  # every model on bbufdataset, 50 epochs
     python tools/benchmark_quality.py --table losses                  # every loss with unet on membrane
     python tools/benchmark_quality.py --table models --epochs 5 --size 128 --models unet,enet   # a shorter protocol
+    python tools/benchmark_quality.py --table native --minutes 10     # resize vs crops + slide, same time per row
 
 Each row runs `python train.py ...` and `python test.py --mIOU true` in
 subprocesses (exactly the commands a user runs, recorded in the row) and
@@ -15,6 +16,14 @@ validating on the test split (the original's habit) would pick each row's
 checkpoint by its test score. The checkpoint scored is the best by training
 mIoU. The models table prints the seed's published test mIoU (its old
 README: 50 epochs at 224x224) beside ours where it published one.
+
+The native table (full resolution, issue #13) gives every row the same
+wall-clock training budget (`train.py --max_minutes`, with --epochs high
+enough never to end first): unet on membrane (512x512) at 128x128, once
+squeezed (`--resize_op 1`, test.py resizes) and once on crops
+(`--resize_op 3`, test.py slides a 128x128 window over each 512x512 slice);
+then --native_model on ccp (8 classes, every image a different size) on
+crops, scored by sliding window at each image's own size.
 """
 import argparse
 import json
@@ -32,7 +41,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTOCOLS = {  # table -> (data set, the varied flag)
     "models": ("bbufdataset", "--model_name"),
     "losses": ("membrane", "--loss"),
+    "native": ("membrane", "--resize_op"),  # and a ccp row
 }
+NATIVE_EPOCHS = 100000  # --max_minutes ends these runs
 # weighted_ce with its default equal weights is plain ce; its row uses the weights it exists for.
 LOSS_FLAGS = {"weighted_ce": ["--class_weights", "auto"]}
 # The seed's older README: test mIoU on its 2-class parts set after 50 epochs (SPEC.md, "Published numbers").
@@ -48,12 +59,43 @@ def parse_args(argv=None):
     p.add_argument("--size", type=positive_int, default=224, help="input height and width")
     p.add_argument("--models", default="", help="models table: comma-separated names (default: all)")
     p.add_argument("--losses", default="", help="losses table: comma-separated names (default: all)")
+    p.add_argument("--minutes", type=float, default=10.0, help="native table: training minutes per row")
+    p.add_argument("--native_model", default="mobilenet_unet", help="native table: the model of the ccp row")
+    p.add_argument("--native_size", type=positive_int, default=256, help="native table: crop size of the ccp row")
+    p.add_argument("--crops_per_image", default="auto", help="native table: train.py --crops_per_image")
+    p.add_argument("--rows", default="", help="native table: comma-separated row numbers to run (default: all)")
     p.add_argument("--output_dir", default="weights/quality", help="runs and tables go to a new folder here")
     return p.parse_args(argv)
 
 
+def native_rows(args):
+    """(label, data set, train.py flags) of the native table."""
+    budget = ["--epochs", NATIVE_EPOCHS, "--max_minutes", args.minutes]
+    size = ["--input_height", args.size, "--input_width", args.size]
+    crops = ["--resize_op", 3, "--crops_per_image", args.crops_per_image]
+    rows = [("membrane unet, resize (--resize_op 1)", "membrane",
+             ["--model_name", "unet", *size, "--resize_op", 1, *budget]),
+            ("membrane unet, crops + slide (--resize_op 3)", "membrane", ["--model_name", "unet", *size, *crops,
+                                                                          *budget]),
+            (f"ccp {args.native_model}, crops + slide (--resize_op 3)", "ccp",
+             ["--model_name", args.native_model, "--input_height", args.native_size, "--input_width",
+              args.native_size, *crops, "--n_classes", 8, *budget])]
+    try:
+        wanted = [int(n) for n in args.rows.split(",") if n.strip()] or list(range(1, len(rows) + 1))
+    except ValueError:
+        raise UserError(f"--rows {args.rows!r}: expected comma-separated row numbers 1..{len(rows)}") from None
+    for number in wanted:
+        if not 1 <= number <= len(rows):
+            raise UserError(f"--rows {number}: the native table has rows 1..{len(rows)}")
+        yield rows[number - 1]
+
+
 def rows_to_run(args):
-    """(label, extra train.py flags) per row."""
+    """(label, data set, extra train.py flags) per row."""
+    if args.table == "native":
+        yield from native_rows(args)
+        return
+    dataset = PROTOCOLS[args.table][0]
     if args.table == "models":
         from Models import MODELS
         from tools.model_summary import VARIANTS, legal_size
@@ -66,7 +108,7 @@ def rows_to_run(args):
                 flags = ["--model_name", name, "--input_height", height, "--input_width", width]
                 for key, value in options.items():
                     flags += [f"--{key}", value]
-                yield label, flags
+                yield label, dataset, flags
     else:
         from losses import LOSSES
         names = [n for n in args.losses.split(",") if n] or list(LOSSES)
@@ -74,15 +116,15 @@ def rows_to_run(args):
             if name not in LOSSES:
                 raise UserError(f"--losses {name} unknown; valid names: {', '.join(LOSSES)}")
             extra = LOSS_FLAGS.get(name, [])
-            yield " ".join([name, *extra]), ["--model_name", "unet", "--loss", name, "--input_height", args.size,
-                                             "--input_width", args.size, *extra]
+            yield " ".join([name, *extra]), dataset, ["--model_name", "unet", "--loss", name, "--input_height",
+                                                      args.size, "--input_width", args.size, *extra]
 
 
 def run_row(label, flags, args, dataset, out_dir, index):
     exp = f"row{index:02d}"
+    epochs = [] if "--epochs" in flags else ["--epochs", args.epochs]
     train = ["python", "train.py", "--data_root", args.data_root, "--dataset_name", dataset,
-             "--epochs", args.epochs, "--validate", "false", "--train_save_path", out_dir, "--exp_name", exp,
-             *flags]
+             *epochs, "--validate", "false", "--train_save_path", out_dir, "--exp_name", exp, *flags]
     train = [str(v) for v in train]
     start = time.perf_counter()
     result = subprocess.run([sys.executable, *train[1:]], cwd=ROOT, capture_output=True, text=True)
@@ -98,7 +140,9 @@ def run_row(label, flags, args, dataset, out_dir, index):
         return {"label": label, "train_command": " ".join(train), "error": result.stderr.strip()[-300:]}
     with open(os.path.join(masks, "metrics.json"), encoding="utf-8") as handle:
         metrics = json.load(handle)
-    return {"label": label, "train_command": " ".join(train), "test_command": " ".join(test),
+    with open(os.path.join(run_dir, "state.json"), encoding="utf-8") as handle:
+        epochs = json.load(handle)["epoch"]
+    return {"epochs_done": epochs, "label": label, "train_command": " ".join(train), "test_command": " ".join(test),
             "mIoU": metrics["mIoU"], "mDice": metrics["mDice"], "aAcc": metrics["aAcc"],
             "per_class_iou": {c["name"]: c["IoU"] for c in metrics["per_class"]}, "wall_s": wall}
 
@@ -106,10 +150,10 @@ def run_row(label, flags, args, dataset, out_dir, index):
 def main(argv=None):
     args = parse_args(argv)
     from utils.paths import new_output_dir
-    dataset, _ = PROTOCOLS[args.table]
-    if not os.path.isdir(os.path.join(ROOT, args.data_root, dataset)):
-        raise UserError(f"--data_root {args.data_root}: no {dataset}/ data set there")
     rows_spec = list(rows_to_run(args))
+    for dataset in sorted({row[1] for row in rows_spec}):
+        if not os.path.isdir(os.path.join(ROOT, args.data_root, dataset)):
+            raise UserError(f"--data_root {args.data_root}: no {dataset}/ data set there")
     out_dir = new_output_dir(os.path.join(args.output_dir, args.table))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip() or "unknown"
@@ -120,28 +164,33 @@ def main(argv=None):
     header = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     print("\n".join(header), flush=True)
     rows, lines = [], []
-    for index, (label, flags) in enumerate(rows_spec):
+    for index, (label, dataset, flags) in enumerate(rows_spec):
         row = run_row(label, flags, args, dataset, out_dir, index)
-        row.update(epochs=args.epochs, commit=commit, machine=machine, dataset=dataset)
+        epochs = row.get("epochs_done", args.epochs) if args.table == "native" else args.epochs
+        row.update(epochs=epochs, commit=commit, machine=machine, dataset=dataset)
         rows.append(row)
         size = f"{flags[flags.index('--input_height') + 1]}x{flags[flags.index('--input_width') + 1]}"
         seed = SEED_MIOU.get(flags[flags.index("--model_name") + 1])
         seed_cell = ([f"{seed:.2f}" if seed is not None else "-"] if seed_column else [])
         if "error" in row:
             cells = [f"`{label}`", "failed: " + (row["error"].splitlines() or ["?"])[-1][:80], *seed_cell,
-                     "", "", "", args.epochs, size, "", ""]
+                     "", "", "", epochs, size, "", ""]
         else:
             per_class = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -"
                                   for k, v in row["per_class_iou"].items())
             cells = [f"`{label}`", f"{row['mIoU']:.4f}", *seed_cell, f"{row['mDice']:.4f}", f"{row['aAcc']:.4f}",
-                     per_class, args.epochs, size, f"{row['wall_s'] / 60:.1f} min", f"`{row['train_command']}`"]
+                     per_class, epochs, size, f"{row['wall_s'] / 60:.1f} min", f"`{row['train_command']}`"]
         line = "| " + " | ".join(map(str, cells)) + " |"
         lines.append(line)
         print(line, flush=True)
         with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=2)
-    footer = (f"\ncommit {commit}; {machine}; data set {dataset}; train.py --validate false (checkpoint: best "
-              "training mIoU), then test.py --mIOU true on test_image/test_label; wall = train + test."
+    datasets = ", ".join(sorted({row[1] for row in rows_spec}))
+    footer = (f"\ncommit {commit}; {machine}; data set {datasets}; train.py --validate false (checkpoint: best "
+              "training mIoU), then test.py --mIOU true on test_image/test_label (its inference mode from the "
+              "run: resize, or slide for --resize_op 3); wall = train + test."
+              + (f" Every row trains for --max_minutes {args.minutes:g} (epochs: those done in that time)."
+                 if args.table == "native" else "")
               + (" seed's mIoU: its published 50-epoch 224x224 number, not re-run here." if seed_column else ""))
     print(footer)
     with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as handle:

@@ -18,7 +18,7 @@ from utils.errors import UserError
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
 # On resume the run's own settings win, except these when given (how much longer, how fast to load).
-RESUME_MAY_CHANGE = ("epochs", "workers", "resume", "early_stopping")
+RESUME_MAY_CHANGE = ("epochs", "workers", "resume", "early_stopping", "max_minutes")
 
 
 @contextlib.contextmanager

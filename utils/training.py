@@ -109,3 +109,29 @@ def set_frozen(model, layer_names, frozen):
     for layer in weighted_layers(model):
         if layer.name in names:
             layer.trainable = not frozen
+
+
+# === Time budget ===
+
+class TimeLimit(keras.callbacks.Callback):
+    """`train.py --max_minutes`: stop at the first epoch end after `seconds` of training.
+
+    It stops only at an epoch end, after RunCommit (earlier in the list) has committed that epoch,
+    so the run is complete up to there and `--resume` trains on.
+    """
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = float(seconds)
+        self.start = None
+
+    def on_train_begin(self, logs=None):
+        import time
+        self.start = self.start if self.start is not None else time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+        if time.monotonic() - self.start >= self.seconds:
+            print(f"--max_minutes {self.seconds / 60:g}: time is up after epoch {epoch + 1}; "
+                  "--resume continues the run")
+            self.model.stop_training = True
