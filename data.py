@@ -5,7 +5,9 @@ Images (.jpg .jpeg .png .bmp .tif) and labels (.png, class indices) are
 paired by file stem (`utils.dataset_files`); the checks train.py runs first
 are `utils.dataset_checks.verify`. `SegmentationDataset` is a
 `keras.utils.PyDataset`, so it works on every Keras backend, decodes batches
-in parallel threads, and holds only the batches in flight in memory.
+in parallel threads, and holds only the batches in flight in memory. With
+`--resize_op 3` its samples are crops of the images at their own resolution
+(`utils.crops`).
 """
 import math
 import os
@@ -17,8 +19,12 @@ import keras
 
 from utils.dataset_files import SPLITS, default_class_names, paired_files  # noqa: F401  (test.py imports them here)
 from utils.dataset_files import read_class_names as read_names_file
+from utils import crops as crop_tools
 from utils.errors import UserError
-from utils.image import check_label_values, check_same_size, fit_image, fit_label, normalize, read_image, read_label
+from utils.image import (check_label_values, check_same_size, fit_image, fit_label, normalize, normalize_into,
+                         read_image, read_image_for, read_label)
+
+RESIZE_OPS = (1, 2, 3)  # 1: resize, 2: letterbox, 3: crops at the image's own resolution
 
 
 # === Discovery and pairing ===
@@ -66,6 +72,9 @@ def read_class_names(data_root, dataset_name, n_classes):
 class Preprocessing:
     """How an image becomes a network input; stored in the run config for test.py.
 
+    resize_op: 1 resize to the input size, 2 letterbox (grey padding, ignore-label padding in
+    labels), 3 none: the image keeps its own resolution (training cuts input-sized crops from it,
+    `SegmentationDataset`), so `image()` only normalises and `label()` returns the label as it is.
     channel_order: the order of the channels the network sees ("bgr", as images are read, or "rgb",
     what ImageNet weights of MobileNet/MobileNetV2/Xception expect); see utils.image.normalize.
     """
@@ -76,26 +85,67 @@ class Preprocessing:
     ignore_label: int = 255
     channel_order: str = "bgr"
 
-    def image(self, image):
-        return normalize(fit_image(image, self.input_height, self.input_width, self.resize_op), self.image_init,
-                         self.channel_order)
+    def __post_init__(self):
+        if self.resize_op not in RESIZE_OPS:
+            raise UserError(f"--resize_op {self.resize_op!r}: expected 1 (resize), 2 (letterbox) or 3 (crops)")
+
+    def image(self, image, source_size=None):
+        """uint8 BGR image -> float32 network input (`source_size`: see `utils.image.letterbox_image`)."""
+        if self.resize_op == 3:
+            return normalize(image, self.image_init, self.channel_order)
+        return normalize(fit_image(image, self.input_height, self.input_width, self.resize_op, source_size),
+                         self.image_init, self.channel_order)
+
+    def image_into(self, image, out, source_size=None):
+        """`image(image, source_size)` written into `out` (float32 (H, W, 3)), e.g. a slot of a batch."""
+        if self.resize_op != 3:
+            image = fit_image(image, self.input_height, self.input_width, self.resize_op, source_size)
+        return normalize_into(image, self.image_init, self.channel_order, out)
 
     def label(self, label):
+        if self.resize_op == 3:
+            return label
         return fit_label(label, self.input_height, self.input_width, self.resize_op, self.ignore_label)
+
+    def load_image(self, path):
+        """Read and fit one image file -> (float32 network input, (height, width) of the file).
+
+        Uses JPEG scaled decoding (`utils.image.read_image_for`): the same pixels as training
+        without `--augment` sees, so prediction should read through here too.
+        """
+        image, source_size = read_image_for(path, self.input_height, self.input_width, self.resize_op)
+        return self.image(image, source_size), source_size
+
+
+def read_checked(image_path, label_path, n_classes, ignore_label, prep=None):
+    """Read one pair and check it -> (uint8 BGR image, uint8 label, (source_h, source_w)).
+
+    With `prep` (resize_op 1/2, no augmentation: the image only has to be fitted) a JPEG image is
+    decoded at a reduced scale (`utils.image.read_image_for`); the size check always compares the
+    label with the image file's own size. This is where every label's values are checked during
+    training: train.py's data set check (`verify(..., cheap=True)`) reads headers only, so a value
+    that is neither a class nor the ignore label raises a `UserError` naming the file when its
+    batch is first drawn. The check costs one `max()` when every value is a class.
+    """
+    if prep is not None:
+        image, source_size = read_image_for(image_path, prep.input_height, prep.input_width, prep.resize_op)
+    else:
+        image = read_image(image_path)
+        source_size = image.shape[:2]
+    label = read_label(label_path)
+    check_same_size(label.shape, label_path, source_size, image_path)
+    if label.max() >= n_classes:  # only then can a value be out of range: the full check names it
+        check_label_values(label, label_path, n_classes, ignore_label)
+    return image, label, source_size
 
 
 def load_pair(image_path, label_path, prep, n_classes, augmenter=None, rng=None):
     """Read, check, (augment,) resize and normalise one sample -> (float32 HxWx3, int32 HxW).
 
-    This is where every label's values are checked during training: train.py's data set check
-    (`verify(..., cheap=True)`) reads headers only, so a value that is neither a class nor the
-    ignore label raises a `UserError` naming the file when its batch is first drawn.
+    The reference path (full decode): `SegmentationDataset` batches the same samples, reading
+    JPEGs at a reduced scale when no augmenter needs the full image. Checks: `read_checked`.
     """
-    image = read_image(image_path)
-    label = read_label(label_path)
-    check_same_size(label.shape, label_path, image.shape, image_path)
-    if label.max() >= n_classes:  # only then can a value be out of range: the full check names it
-        check_label_values(label, label_path, n_classes, prep.ignore_label)
+    image, label, _ = read_checked(image_path, label_path, n_classes, prep.ignore_label)
     if augmenter is not None:
         image, label = augmenter(image, label, rng)
     return prep.image(image), prep.label(label).astype(np.int32)
@@ -104,17 +154,32 @@ def load_pair(image_path, label_path, prep, n_classes, augmenter=None, rng=None)
 # === Batch generator ===
 
 class SegmentationDataset(keras.utils.PyDataset):
-    """Batches of (images float32 (B, H, W, 3), labels int32 (B, H, W)).
+    """Batches of (images float32 (B, H, W, 3), labels int32 (B, H, W)), H x W the input size.
 
-    The order is a fresh permutation every epoch, drawn from
-    `(seed, epoch)` alone, so a run (and a resumed run) is reproducible.
-    `workers` threads decode batches in parallel (OpenCV releases the GIL).
-    A bad sample raises `UserError` (see `load_pair`); the first one is also kept in
-    `user_error`, because `model.fit` on the TensorFlow backend re-raises it wrapped.
+    The order is a fresh permutation every epoch, drawn from `(seed, epoch)` alone, so a run
+    (and a resumed run, `start_epoch`) is reproducible; an augmented sample's randomness comes
+    from `(seed, epoch, image index)`. `workers` threads build batches in parallel (OpenCV and
+    numpy release the GIL), each written straight into one preallocated batch. A bad sample
+    raises `UserError` (see `read_checked`); the first one is also kept in `user_error`, because
+    `model.fit` on the TensorFlow backend re-raises it wrapped.
+
+    resize_op 1/2: one sample per image; without an augmenter JPEGs are decoded at a reduced
+    scale (`utils.image.read_image_for`, bounded difference from `load_pair`'s full decode).
+
+    resize_op 3 (crops): `crops_per_image` ('auto' or an int >= 1, `utils.crops`) input-sized
+    crops per image and epoch; 'auto' = floor(H/h) * floor(W/w) (at least 1) from each image's
+    header size. An epoch is every crop of every image: images in the `(seed, epoch)`
+    permutation, each image's crops consecutive, crop positions from
+    `(seed, epoch, image index, 1)` (`utils.crops.crop_positions`), so a run resumed at
+    `start_epoch` draws the crops an uninterrupted one draws. `len()` = ceil(total crops / batch).
+    An image smaller than the crop is padded bottom/right (grey, `prep.ignore_label`). The
+    augmenter, when given, must be built with `full_image=True`: it transforms the whole image
+    once per epoch, then the crops are cut. Each image is decoded once per epoch (`CropCache`).
     """
 
     def __init__(self, pairs, batch_size, prep, n_classes, shuffle=True, seed=0,
-                 augmenter=None, workers=2, max_queue_size=8, start_epoch=0, label_copies=1):
+                 augmenter=None, workers=2, max_queue_size=8, start_epoch=0, label_copies=1,
+                 crops_per_image="auto"):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         if not pairs:
             raise UserError("the data set split is empty")
@@ -125,10 +190,17 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.seed = seed
         self.augmenter = augmenter
-        self.epoch = start_epoch
         self.label_copies = label_copies  # a model with an auxiliary head takes the labels once per output
-        self._order = self._permutation(self.epoch)
+        self.crops_per_image = crop_tools.parse_crops_per_image(crops_per_image)
+        self.crops = prep.resize_op == 3
+        if self.crops and augmenter is not None and not getattr(augmenter, "full_image", False):
+            raise UserError("--augment with --resize_op 3 needs the full-image augmenter "
+                            "(utils.augment.build_augmenter(..., full_image=True))")
+        self.counts = (crop_tools.crop_counts([image for image, _ in self.pairs], prep.input_height,
+                                              prep.input_width, self.crops_per_image) if self.crops else None)
+        self._cache = crop_tools.CropCache()
         self.user_error = None  # the first UserError a batch raised: see __getitem__
+        self.set_epoch(start_epoch)
 
     def _permutation(self, epoch):
         if not self.shuffle:
@@ -138,27 +210,63 @@ class SegmentationDataset(keras.utils.PyDataset):
     def set_epoch(self, epoch):
         self.epoch = epoch
         self._order = self._permutation(epoch)
+        if self.crops:
+            # (image index, crop index) per sample; an image's crops consecutive.
+            counts = self.counts[self._order]
+            self._samples = np.stack([np.repeat(self._order, counts),
+                                      np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)], 1)
+            self._cache.drop(lambda key: key[0] >= epoch - 1)  # crops left over by a cut-short epoch
 
     def __len__(self):
-        return math.ceil(len(self.pairs) / self.batch_size)
+        total = len(self._samples) if self.crops else len(self.pairs)
+        return math.ceil(total / self.batch_size)
 
     def __getitem__(self, index):
-        indices = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-        images, labels = [], []
-        for i in indices:
-            # Per-sample RNG: the augmentation of a sample is independent of thread timing.
-            rng = np.random.default_rng([self.seed, self.epoch, int(i)]) if self.augmenter else None
-            try:
-                image, label = load_pair(*self.pairs[i], self.prep, self.n_classes, self.augmenter, rng)
-            except UserError as exc:
-                # TensorFlow's tf.data re-raises it as InvalidArgumentError (message and traceback
-                # folded together), so the caller reads the original here to print one line.
-                self.user_error = self.user_error or exc
-                raise
-            images.append(image)
-            labels.append(label)
-        labels = np.stack(labels)
-        return np.stack(images), (labels if self.label_copies == 1 else (labels,) * self.label_copies)
+        epoch = self.epoch  # one epoch for the whole batch, even if set_epoch runs meanwhile
+        samples = (self._samples if self.crops else self._order)[index * self.batch_size:(index + 1) * self.batch_size]
+        h, w = self.prep.input_height, self.prep.input_width
+        images = np.empty((len(samples), h, w, 3), np.float32)
+        labels = np.empty((len(samples), h, w), np.int32)
+        try:
+            for j, sample in enumerate(samples):
+                if self.crops:
+                    i, k = int(sample[0]), int(sample[1])
+                    image, label = self._cache.get((epoch, i), k, int(self.counts[i]), lambda: self._crops(epoch, i))
+                    self.prep.image_into(image, images[j])
+                else:
+                    image, label, source_size = self._sample(epoch, int(sample))
+                    self.prep.image_into(image, images[j], source_size)
+                    label = self.prep.label(label)
+                labels[j] = label
+        except UserError as exc:
+            # TensorFlow's tf.data re-raises it as InvalidArgumentError (message and traceback
+            # folded together), so the caller reads the original here to print one line.
+            self.user_error = self.user_error or exc
+            raise
+        return images, (labels if self.label_copies == 1 else (labels,) * self.label_copies)
+
+    def _rng(self, epoch, i, *stream):
+        return np.random.default_rng([self.seed, epoch, i, *stream])
+
+    def _sample(self, epoch, i):
+        """(image, label, source size) of pair i, augmented (at the input size) when an augmenter is set."""
+        # Per-sample RNG: the augmentation of a sample is independent of thread timing.
+        reduced = None if self.augmenter else self.prep
+        image, label, source_size = read_checked(*self.pairs[i], self.n_classes, self.prep.ignore_label, reduced)
+        if self.augmenter:
+            image, label = self.augmenter(image, label, self._rng(epoch, i))
+            source_size = None
+        return image, label, source_size
+
+    def _crops(self, epoch, i):
+        """Every crop of image i in this epoch: one decode (and one augmentation), then windows."""
+        image, label, _ = read_checked(*self.pairs[i], self.n_classes, self.prep.ignore_label)
+        if self.augmenter:
+            image, label = self.augmenter(image, label, self._rng(epoch, i))
+        h, w = self.prep.input_height, self.prep.input_width
+        positions = crop_tools.crop_positions(self._rng(epoch, i, 1), *label.shape, h, w, int(self.counts[i]))
+        image, label = crop_tools.pad_to_crop(image, label, h, w, self.prep.ignore_label)
+        return crop_tools.cut_crops(image, label, positions, h, w)
 
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)

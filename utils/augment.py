@@ -3,7 +3,10 @@
 `build_augmenter(...)` returns `augment(image, label, rng) -> (image, label)`,
 which `data.load_pair` applies to the ORIGINAL-size sample before its
 resize. The output is already `input_height x input_width`, so that resize
-is then a no-op.
+is then a no-op. With `full_image=True` (training on crops, `--resize_op 3`)
+there is no fit and no window: the output is the whole scaled (and rotated)
+image, from which `SegmentationDataset` then cuts its crops
+(mmsegmentation's RandomResize + RandomCrop).
 
 Order: random scale -> rotation -> random crop/pad to the input size ->
 flips -> colour jitter (image only). Geometry is applied to the label with
@@ -66,11 +69,15 @@ class OnlineAugmenter:
     `flip_ud_p`. Colour (image only): brightness and contrast factors
     ~ U(1 - b, 1 + b), saturation ~ U(1 - s, 1 + s), hue shift ~ U(-h, h)
     degrees, each drawn every call.
+
+    `full_image`: no fit to the input size and no window: s scales the image's own size (aspect
+    kept), and the output is the scaled image's rotated bounding box (round(extent) pixels), the
+    rotated-in corners padding (grey image, ignore label). Flips and colour as above.
     """
 
     def __init__(self, input_height, input_width, ignore_label, scale=(0.5, 2.0), rotate=10.0, rotate_p=0.5,
                  flip_lr_p=0.5, flip_ud_p=0.0, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0,
-                 keep_aspect=False, image_fill=LETTERBOX_FILL):
+                 keep_aspect=False, image_fill=LETTERBOX_FILL, full_image=False):
         if int(input_height) <= 0 or int(input_width) <= 0:
             raise UserError(f"augment: input size must be positive, got {input_height}x{input_width}")
         if not 0 <= int(ignore_label) <= 255:
@@ -90,6 +97,7 @@ class OnlineAugmenter:
             raise UserError("augment: brightness, contrast and saturation must be < 1 (factors 1 +- value)")
         self.keep_aspect = bool(keep_aspect)
         self.image_fill = int(image_fill)
+        self.full_image = bool(full_image)
 
     def config(self):
         """Every setting, for the run's config.json."""
@@ -98,10 +106,13 @@ class OnlineAugmenter:
     # === Geometry ===
 
     def _matrix(self, src_h, src_w, rng):
-        """2x3 affine map from source pixel centres to output pixel centres, and the flips."""
+        """2x3 affine map from source pixel centres to output pixel centres, the scale factors, the
+        output (height, width), and the flips."""
         sy, sx = self.height / src_h, self.width / src_w
         if self.keep_aspect:
             sy = sx = min(sy, sx)
+        if self.full_image:
+            sy = sx = 1.0
         s = rng.uniform(*self.scale)
         sy, sx = sy * s, sx * s
         angle = rng.uniform(-self.rotate, self.rotate) if rng.random() < self.rotate_p else 0.0
@@ -113,8 +124,13 @@ class OnlineAugmenter:
         # Window offset of the extent's top-left corner in output coordinates: a random
         # crop when the extent is larger, a random placement (padding) when smaller.
         # Whole-pixel offsets: at scale 1 without rotation the window is an exact crop.
-        off_x = round(rng.uniform(min(0.0, self.width - ext_w), max(0.0, self.width - ext_w)))
-        off_y = round(rng.uniform(min(0.0, self.height - ext_h), max(0.0, self.height - ext_h)))
+        if self.full_image:  # the whole extent is the output
+            out_h, out_w = max(1, int(round(ext_h))), max(1, int(round(ext_w)))
+            ext_h, ext_w, off_x, off_y = out_h, out_w, 0, 0
+        else:
+            out_h, out_w = self.height, self.width
+            off_x = round(rng.uniform(min(0.0, self.width - ext_w), max(0.0, self.width - ext_w)))
+            off_y = round(rng.uniform(min(0.0, self.height - ext_h), max(0.0, self.height - ext_h)))
         # source -> centred at origin (pixel-centre convention) -> scale -> rotate -> place.
         centre = np.array([[1, 0, -(src_w - 1) / 2], [0, 1, -(src_h - 1) / 2], [0, 0, 1]])
         scale = np.diag([sx, sy, 1.0])
@@ -123,10 +139,12 @@ class OnlineAugmenter:
         matrix = place @ rot @ scale @ centre
         flip_lr = rng.random() < self.flip_lr_p
         flip_ud = rng.random() < self.flip_ud_p
-        return matrix[:2], (sy, sx), flip_lr, flip_ud
+        return matrix[:2], (sy, sx), (out_h, out_w), angle, flip_lr, flip_ud
 
-    def _warp(self, image, label, matrix, factors):
-        size = (self.width, self.height)
+    def _warp(self, image, label, matrix, factors, out_size, angle):
+        size = (out_size[1], out_size[0])
+        # A full image without rotation has no padding: its edge pixels must not blend with the fill.
+        border = cv2.BORDER_REPLICATE if self.full_image and angle == 0 else cv2.BORDER_CONSTANT
         # Shrinking by more than 2x with a bilinear warp aliases: pre-shrink with INTER_AREA.
         shrink = min(factors)
         if shrink < 0.5:
@@ -140,7 +158,7 @@ class OnlineAugmenter:
         else:
             small, img_matrix = image, matrix
         out_image = cv2.warpAffine(small, img_matrix, size, flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_CONSTANT, borderValue=(self.image_fill,) * 3)
+                                   borderMode=border, borderValue=(self.image_fill,) * 3)
         out_label = cv2.warpAffine(label, matrix, size, flags=cv2.INTER_NEAREST,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=self.ignore_label)
         return out_image, out_label
@@ -177,8 +195,8 @@ class OnlineAugmenter:
             raise UserError(f"augment: image {image.shape[:2]} and label {label.shape} sizes differ")
         if rng is None:
             raise UserError("augment: an rng (numpy.random.Generator) is required for reproducibility")
-        matrix, factors, flip_lr, flip_ud = self._matrix(label.shape[0], label.shape[1], rng)
-        image, label = self._warp(image, label, matrix, factors)
+        matrix, factors, out_size, angle, flip_lr, flip_ud = self._matrix(label.shape[0], label.shape[1], rng)
+        image, label = self._warp(image, label, matrix, factors, out_size, angle)
         if flip_lr:
             image, label = image[:, ::-1], label[:, ::-1]
         if flip_ud:
@@ -189,14 +207,18 @@ class OnlineAugmenter:
 
 def build_augmenter(input_height, input_width, ignore_label, scale=(0.5, 2.0), rotate=10.0, rotate_p=0.5,
                     flip_lr_p=0.5, flip_ud_p=0.0, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0,
-                    keep_aspect=False):
+                    keep_aspect=False, full_image=False):
     """The online augmenter used by `train.py --augment` (see `OnlineAugmenter`).
 
     Returns `augment(image_bgr_uint8, label_uint8, rng) -> (image, label)`, both
     `input_height x input_width`; label values are input values or `ignore_label`.
     Pass `keep_aspect=True` with `--resize_op 2` (letterbox) so training sees
-    the aspect ratio that test time sees. Bad settings raise `UserError`.
+    the aspect ratio that test time sees. `full_image=True` for `--resize_op 3`
+    (crops): the output is the whole augmented image at its scaled size
+    (`input_height`/`input_width` are then unused but still checked), its
+    rotated-in corners grey / `ignore_label`. Bad settings raise `UserError`.
     """
     return OnlineAugmenter(input_height, input_width, ignore_label, scale=scale, rotate=rotate,
                            rotate_p=rotate_p, flip_lr_p=flip_lr_p, flip_ud_p=flip_ud_p, brightness=brightness,
-                           contrast=contrast, saturation=saturation, hue=hue, keep_aspect=keep_aspect)
+                           contrast=contrast, saturation=saturation, hue=hue, keep_aspect=keep_aspect,
+                           full_image=full_image)

@@ -38,6 +38,85 @@ def read_image(path):
     return image
 
 
+# JPEG scaled decoding: libjpeg decodes at 1/2, 1/4 or 1/8 scale straight from the DCT (an
+# area-like average, several times cheaper than a full decode), to ceil(size / factor).
+_REDUCED = {1: (cv2.IMREAD_COLOR, cv2.IMREAD_GRAYSCALE),
+            2: (cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
+            4: (cv2.IMREAD_REDUCED_COLOR_4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+            8: (cv2.IMREAD_REDUCED_COLOR_8, cv2.IMREAD_REDUCED_GRAYSCALE_8)}
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_header(data):
+    """(height, width, components, has_exif) from a JPEG's markers (uint8 array of the file), or None.
+
+    None for anything that is not a JPEG with a readable frame header. `has_exif` is True when an
+    APP1 Exif segment comes before the frame header: OpenCV applies its orientation, which may swap
+    height and width, so callers treat such a file as one of unknown size.
+    """
+    view = memoryview(data)
+    n = len(view)
+    if n < 4 or view[0] != 0xFF or view[1] != 0xD8:
+        return None
+    pos, exif = 2, False
+    while pos + 4 <= n:
+        if view[pos] != 0xFF:
+            return None
+        marker = view[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            pos += 2
+            continue
+        length = (view[pos + 2] << 8) | view[pos + 3]
+        if marker == 0xE1 and bytes(view[pos + 4:pos + 8]) == b"Exif":
+            exif = True
+        if marker in _SOF_MARKERS:
+            if pos + 10 > n:
+                return None
+            height, width = (view[pos + 5] << 8) | view[pos + 6], (view[pos + 7] << 8) | view[pos + 8]
+            return (height, width, view[pos + 9], exif) if height and width else None
+        pos += 2 + length
+    return None
+
+
+def reduced_factor(height, width, min_height, min_width):
+    """The largest JPEG scale divisor (8, 4, 2, else 1) whose decode is still >= min_height x min_width."""
+    for factor in (8, 4, 2):
+        if -(-height // factor) >= min_height and -(-width // factor) >= min_width:
+            return factor
+    return 1
+
+
+def read_image_for(path, height, width, resize_op):
+    """Read an image for fitting to `height x width` -> (uint8 BGR image, (source_h, source_w)).
+
+    A JPEG (no Exif segment) is decoded at the smallest 1/2, 1/4 or 1/8 scale that is still at or
+    above the size `fit_image` will resize it to (the input size for `resize_op` 1, the letterboxed
+    size for 2), so the returned image may be smaller than the file; `(source_h, source_w)` is
+    always the file's own size (pass it to `fit_image`). The scaled decode averages blocks of
+    pixels, so its fitted result differs from `fit_image(read_image(path))` (which samples the
+    full image bilinearly and aliases on a large shrink) by a few grey levels: see
+    tests/test_pipeline_equivalence.py. Other files, and `resize_op` 3: `read_image`.
+    A grayscale JPEG is decoded as grey and expanded (identical values, cheaper).
+    """
+    data = np.fromfile(path, dtype=np.uint8)
+    header = jpeg_header(data) if data.size else None
+    if header is not None and not header[3] and resize_op in (1, 2):
+        src_h, src_w, components, _ = header
+        need_h, need_w = (height, width) if resize_op == 1 else letterbox_geometry(src_h, src_w, height, width)[2:]
+        factor = reduced_factor(src_h, src_w, need_h, need_w)
+        colour_flag, grey_flag = _REDUCED[factor]
+        image = cv2.imdecode(data, grey_flag if components == 1 else colour_flag)
+        if image is not None and image.shape[:2] == (-(-src_h // factor), -(-src_w // factor)):
+            return (cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image), (src_h, src_w)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise UserError(f"{path}: cannot be decoded as an image")
+    return image, image.shape[:2]
+
+
 def read_label(path):
     """Read a label PNG as uint8 (H, W) class indices.
 
@@ -149,8 +228,11 @@ def letterbox_geometry(src_h, src_w, dst_h, dst_w):
     return (dst_h - new_h) // 2, (dst_w - new_w) // 2, new_h, new_w
 
 
-def letterbox_image(image, height, width):
-    top, left, new_h, new_w = letterbox_geometry(image.shape[0], image.shape[1], height, width)
+def letterbox_image(image, height, width, source_size=None):
+    """Letterbox with grey padding; `source_size` (h, w): the size whose geometry to use when `image` is a
+    reduced decode of a larger file (see `read_image_for`), so the layout matches the file's own."""
+    src_h, src_w = source_size or image.shape[:2]
+    top, left, new_h, new_w = letterbox_geometry(src_h, src_w, height, width)
     canvas = np.full((height, width, 3), LETTERBOX_FILL, dtype=image.dtype)
     canvas[top:top + new_h, left:left + new_w] = resize_image(image, new_h, new_w)
     return canvas
@@ -164,11 +246,12 @@ def letterbox_label(label, height, width, ignore_label):
     return canvas
 
 
-def fit_image(image, height, width, resize_op):
-    """`resize_op` 1: plain resize; 2: letterbox."""
+def fit_image(image, height, width, resize_op, source_size=None):
+    """`resize_op` 1: plain resize; 2 (and anything else, e.g. a display thumbnail of a `resize_op` 3
+    image): letterbox. `source_size`: see `letterbox_image`."""
     if resize_op == 1:
         return resize_image(image, height, width)
-    return letterbox_image(image, height, width)
+    return letterbox_image(image, height, width, source_size)
 
 
 def fit_label(label, height, width, resize_op, ignore_label):
@@ -219,6 +302,24 @@ def normalize(image, image_init, channel_order="bgr"):
     else:
         raise UserError(f"--image_init {image_init!r}: expected one of {', '.join(IMAGE_INITS)}")
     return np.ascontiguousarray(x[..., ::-1]) if channel_order == "rgb" else x
+
+
+def normalize_into(image, image_init, channel_order, out):
+    """`normalize(image, image_init, channel_order)` written into `out` (float32, image's shape), e.g. one
+    slot of a preallocated batch: the same float32 operations, without the two temporary arrays."""
+    if channel_order not in CHANNEL_ORDERS:
+        raise UserError(f"--channel_order {channel_order!r}: expected one of {', '.join(CHANNEL_ORDERS)}")
+    src = image[..., ::-1] if channel_order == "rgb" else image
+    if image_init == "divide":
+        np.divide(src, np.float32(255.0), out=out)
+    elif image_init == "sub_and_divide":
+        np.divide(src, np.float32(127.5), out=out)
+        out -= np.float32(1.0)
+    elif image_init == "sub_mean":
+        np.subtract(src, BGR_MEANS[::-1] if channel_order == "rgb" else BGR_MEANS, out=out)
+    else:
+        raise UserError(f"--image_init {image_init!r}: expected one of {', '.join(IMAGE_INITS)}")
+    return out
 
 
 # === Colour ===
