@@ -11,6 +11,8 @@ in parallel threads, and holds only the batches in flight in memory. With
 """
 import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,7 +161,11 @@ class SegmentationDataset(keras.utils.PyDataset):
     The order is a fresh permutation every epoch, drawn from `(seed, epoch)` alone, so a run
     (and a resumed run, `start_epoch`) is reproducible; an augmented sample's randomness comes
     from `(seed, epoch, image index)`. `workers` threads build batches in parallel (OpenCV and
-    numpy release the GIL), each written straight into one preallocated batch. A bad sample
+    numpy release the GIL), each written straight into one preallocated batch: read in order
+    (`model.fit(..., shuffle=False)`: the order is already shuffled here), the batches after
+    the one asked for are built ahead by this data set's own pool (`threads`), and Keras sees
+    `workers == 1` (its enqueuer restarts a pool every epoch and waits 0.1 s to drain it). Read
+    out of order, a batch is built when asked for (correct, but not in parallel). A bad sample
     raises `UserError` (see `read_checked`); the first one is also kept in `user_error`, because
     `model.fit` on the TensorFlow backend re-raises it wrapped.
 
@@ -180,7 +186,12 @@ class SegmentationDataset(keras.utils.PyDataset):
     def __init__(self, pairs, batch_size, prep, n_classes, shuffle=True, seed=0,
                  augmenter=None, workers=2, max_queue_size=8, start_epoch=0, label_copies=1,
                  crops_per_image="auto"):
-        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+        super().__init__(workers=1, use_multiprocessing=False, max_queue_size=max_queue_size)
+        self.threads = max(1, int(workers))
+        self._pool = None
+        self._ahead = {}  # (epoch, batch index) -> Future of a batch built ahead
+        self._ahead_lock = threading.Lock()
+        self._next = None  # the batch index an in-order reader asks for next
         if not pairs:
             raise UserError("the data set split is empty")
         self.pairs = list(pairs)
@@ -198,7 +209,8 @@ class SegmentationDataset(keras.utils.PyDataset):
                             "(utils.augment.build_augmenter(..., full_image=True))")
         self.counts = (crop_tools.crop_counts([image for image, _ in self.pairs], prep.input_height,
                                               prep.input_width, self.crops_per_image) if self.crops else None)
-        self._cache = crop_tools.CropCache()
+        # In order, only images whose crops straddle the batches in flight are held.
+        self._cache = crop_tools.CropCache(max_entries=2 * (self.threads + max_queue_size) + 2)
         self.user_error = None  # the first UserError a batch raised: see __getitem__
         self.set_epoch(start_epoch)
 
@@ -208,22 +220,45 @@ class SegmentationDataset(keras.utils.PyDataset):
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.pairs))
 
     def set_epoch(self, epoch):
-        self.epoch = epoch
-        self._order = self._permutation(epoch)
+        order = self._permutation(epoch)
+        samples = order
         if self.crops:
             # (image index, crop index) per sample; an image's crops consecutive.
-            counts = self.counts[self._order]
-            self._samples = np.stack([np.repeat(self._order, counts),
-                                      np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)], 1)
-            self._cache.drop(lambda key: key[0] >= epoch - 1)  # crops left over by a cut-short epoch
+            counts = self.counts[order]
+            samples = np.stack([np.repeat(order, counts),
+                                np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)], 1)
+            self._cache.drop(lambda key: key[0] == epoch)  # crops left over by a cut-short epoch
+        # One tuple, replaced at once: a batch in flight keeps the epoch it started with.
+        self._epoch_state = (epoch, order, samples)
+        self.epoch, self._order = epoch, order
+        with self._ahead_lock:
+            for key in [key for key in self._ahead if key[0] != epoch]:
+                self._ahead.pop(key).cancel()
+            self._next = None
 
     def __len__(self):
-        total = len(self._samples) if self.crops else len(self.pairs)
-        return math.ceil(total / self.batch_size)
+        return math.ceil(len(self._epoch_state[2]) / self.batch_size)
 
     def __getitem__(self, index):
-        epoch = self.epoch  # one epoch for the whole batch, even if set_epoch runs meanwhile
-        samples = (self._samples if self.crops else self._order)[index * self.batch_size:(index + 1) * self.batch_size]
+        state = self._epoch_state
+        if self.threads == 1:
+            return self._batch(state, index)
+        with self._ahead_lock:
+            future = self._ahead.pop((state[0], index), None)
+            if index == 0 or index == self._next:
+                self._build_ahead(state, range(index + 1, min(len(self), index + 1 + self.threads)))
+            self._next = index + 1
+        return future.result() if future is not None else self._batch(state, index)
+
+    def _build_ahead(self, state, indices):
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="SegmentationDataset")
+        for index in indices:
+            if (state[0], index) not in self._ahead:
+                self._ahead[(state[0], index)] = self._pool.submit(self._batch, state, index)
+
+    def _batch(self, state, index):
+        epoch, samples = state[0], state[2][index * self.batch_size:(index + 1) * self.batch_size]
         h, w = self.prep.input_height, self.prep.input_width
         images = np.empty((len(samples), h, w, 3), np.float32)
         labels = np.empty((len(samples), h, w), np.int32)

@@ -131,16 +131,24 @@ class CropCache:
     its lock, so an image whose crops straddle batches served by different threads is decoded
     once. The entry is dropped once all `n` crops have been served (a crop served twice counts
     once), so the cache holds only images whose crops are in flight. A failing `load()` leaves no
-    entry: the next caller retries (and raises the same error).
+    entry: the next caller retries (and raises the same error). At most `max_entries` images are
+    held: batches asked for far out of order (`model.fit(shuffle=True)` reorders them) evict the
+    oldest entry, whose remaining crops are then decoded again (the same crops: they are drawn
+    from the seed), so memory stays bounded whatever the order.
     """
 
-    def __init__(self):
+    def __init__(self, max_entries=64):
         self._lock = threading.Lock()
         self._entries = {}
+        self.max_entries = max(1, int(max_entries))
 
     def get(self, key, k, n, load):
         with self._lock:
-            entry = self._entries.setdefault(key, _Entry())
+            entry = self._entries.get(key)
+            if entry is None:
+                while len(self._entries) >= self.max_entries:
+                    del self._entries[next(iter(self._entries))]
+                entry = self._entries[key] = _Entry()
         with entry.lock:
             if entry.crops is None:
                 try:
