@@ -198,3 +198,17 @@ def test_crops_with_augmentation_come_from_the_augmented_full_image(tmp_path):
     # At scale 2 each source pixel becomes about 2x2: a 32-pixel crop spans about 16 source rows and columns.
     assert 14 <= np.ptp(np.rint(image[..., 0] * 255)) <= 17 and 14 <= np.ptp(np.rint(image[..., 1] * 255)) <= 17
     assert set(np.unique(label)) <= {0, 1, 2}
+
+
+def test_built_ahead_by_the_data_sets_own_threads_each_image_is_still_decoded_once(tmp_path, monkeypatch):
+    pairs = _positional_pairs(str(tmp_path), [(64, 96)] * 4 + [(40, 40)] * 2)
+    calls = []
+    real = data.read_image
+    monkeypatch.setattr(data, "read_image", lambda path: calls.append(path) or real(path))
+    threaded = SegmentationDataset(pairs, 4, Preprocessing(32, 32, resize_op=3), 3, seed=7, workers=3)
+    batches = _epoch(threaded)
+    assert sorted(calls) == sorted(p for p, _ in pairs)
+    calls.clear()
+    single = _epoch(SegmentationDataset(pairs, 4, Preprocessing(32, 32, resize_op=3), 3, seed=7, workers=1))
+    np.testing.assert_array_equal(batches[0], single[0])
+    np.testing.assert_array_equal(batches[1], single[1])
