@@ -197,3 +197,50 @@ def test_per_class_values_reach_log_csv_and_tensorboard(tmp_path, batches):
             for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
                 tags.update(v.tag for v in event.summary.value)
     assert {"epoch_iou_score", "epoch_iou_score/a", "epoch_iou_score/e"} <= tags
+
+
+# === The confusion count's fast paths (bincount, two-class comparison, one count per step) ===
+
+def test_two_class_ties_go_to_class_0_as_argmax():
+    probs = np.array([[[[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]]]], np.float32)
+    [metric] = get_metrics(["accuracy"], 2, IGN)
+    metric.update_state(np.array([[[0, 1, 0]]]), probs)
+    assert float(metric.result()) == 1.0
+    metric.reset_state()
+    metric.update_state(np.array([[[1, 1, 0]]]), probs)
+    assert float(metric.result()) == pytest.approx(2 / 3)
+
+
+def test_a_numpy_batch_changed_in_place_is_counted_again(batches):
+    """The per-step reuse of the matrix holds only for immutable tensors: a reused numpy buffer is recounted."""
+    labels, preds = batches
+    metrics = get_metrics(["iou_score", "dice_score"], 5, IGN)
+    label_buffer, prob_buffer = labels[0].copy(), one_hot_probs(preds[0], 5)
+    for t, p in zip(labels, preds):
+        label_buffer[...], prob_buffer[...] = t, one_hot_probs(p, 5)
+        for metric in metrics:
+            metric.update_state(label_buffer, prob_buffer)
+    expected, _, _ = reference(labels, preds, 5)
+    assert float(metrics[0].result()) == pytest.approx(expected["iou_score"], rel=1e-6)
+    assert float(metrics[1].result()) == pytest.approx(expected["dice_score"], rel=1e-6)
+
+
+@pytest.mark.parametrize("n_classes,jit", [(2, True), (5, True), (2, False)])
+def test_compiled_step_metrics_equal_numpy_evaluation(batches, n_classes, jit):
+    """Every metric of a compiled (and XLA) step shares one count; each still equals the numpy evaluation."""
+    labels = np.concatenate(batches[0])
+    labels = np.where(labels == IGN, IGN, labels % n_classes)
+    x = np.random.default_rng(5).normal(size=labels.shape + (3,)).astype(np.float32)
+    model = tiny_model(n_classes)
+    model.compile(loss=get_loss("ce", n_classes, IGN), jit_compile=jit,
+                  metrics=get_metrics(list(METRICS), n_classes, IGN, per_class=True))
+    logs = model.evaluate(x, labels, batch_size=2, verbose=0, return_dict=True)
+    pred = model.predict(x, batch_size=2, verbose=0).argmax(-1)
+    summary = summarize(confusion_matrix(labels, pred, n_classes, IGN))
+    assert logs["accuracy"] == pytest.approx(summary["aAcc"], rel=1e-6)
+    assert logs["iou_score"] == pytest.approx(summary["mIoU"], rel=1e-6)
+    assert logs["jaccard_score"] == pytest.approx(summary["mIoU"], rel=1e-6)
+    assert logs["dice_score"] == pytest.approx(summary["mDice"], rel=1e-6)
+    for c in summary["per_class"]:
+        expected = c["IoU"] if c["IoU"] is not None else float("nan")
+        np.testing.assert_allclose(logs[f"iou_score/class_{c['index']}"], expected, rtol=1e-6)
