@@ -130,3 +130,28 @@ def test_real_bbufdataset_pairs_and_values():
     assert len(pairs) == 96
     counts = count_classes(pairs[:8], 2, 255)
     assert counts[0] > 0 and counts[1] > 0 and counts[2:].sum() == 0
+
+
+def test_a_bad_label_in_a_batch_built_ahead_is_raised_and_kept(tmp_path):
+    write_dataset(str(tmp_path), n_train=4)
+    image_dir, label_dir = split_dirs(str(tmp_path), "tiny", "train")
+    pairs = pair_files(image_dir, label_dir)
+    cv2.imwrite(os.path.join(label_dir, "train2.png"), np.full((40, 48), 5, np.uint8))
+    data = SegmentationDataset(pairs, 1, Preprocessing(16, 16), 2, shuffle=False, workers=3)
+    data[0]  # builds batches 1..3 ahead, in the data set's threads
+    data[1]
+    with pytest.raises(UserError, match=r"train2\.png: label values \{5\}"):
+        data[2]
+    assert "train2.png: label values {5}" in str(data.user_error)
+
+
+def test_a_jpeg_decoded_at_reduced_scale_is_still_size_checked_against_its_file(tmp_path):
+    write_dataset(str(tmp_path), n_train=1, size=(64, 80))
+    image_dir, label_dir = split_dirs(str(tmp_path), "tiny", "train")
+    image = cv2.imread(os.path.join(image_dir, "train0.png"))
+    os.remove(os.path.join(image_dir, "train0.png"))
+    cv2.imwrite(os.path.join(image_dir, "train0.jpg"), image[:, :79])  # 1/2 scale: 40 columns, as 80 gives
+    pairs = pair_files(image_dir, label_dir)
+    data = SegmentationDataset(pairs, 1, Preprocessing(16, 16), 2, workers=1)
+    with pytest.raises(UserError, match=r"label size 80x64 differs from image .*train0\.jpg size 79x64"):
+        data[0]

@@ -175,3 +175,33 @@ def test_reduced_jpeg_decode_on_bbufdataset_is_bounded_and_less_aliased():
     assert new_area.mean() < ref_area.mean()
     to_ref, _, _ = _compare_jpeg(pairs[:8], 200, 160, 2)
     assert to_ref.max() < 6.0
+
+
+# === Files the reduced decode must leave alone, and prediction's reader ===
+
+def test_a_jpeg_with_exif_orientation_is_decoded_in_full_as_opencv_turns_it(tmp_path):
+    from PIL import Image
+    from utils.crops import image_size
+    from utils.image import read_image_for
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "turned.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    Image.fromarray(rng.integers(0, 256, (64, 96, 3)).astype(np.uint8)).save(path, exif=exif.tobytes())
+    full = cv2.imread(path, cv2.IMREAD_COLOR)
+    assert full.shape[:2] == (96, 64) == image_size(path)
+    image, source_size = read_image_for(path, 16, 16, 1)
+    assert source_size == (96, 64)
+    np.testing.assert_array_equal(image, full)
+
+
+def test_prediction_reads_the_pixels_training_sees(tmp_path):
+    write_dataset(str(tmp_path), n_train=2, size=(96, 128))
+    pairs = _as_jpeg(pair_files(*split_dirs(str(tmp_path), "tiny", "train")), str(tmp_path / "jpg"))
+    for resize_op in (1, 2):
+        prep = Preprocessing(40, 48, "sub_and_divide", resize_op)
+        (x, _), = _batches(SegmentationDataset(pairs, 2, prep, 2, shuffle=False, workers=1))
+        for j, (image_path, _) in enumerate(pairs):
+            image, size = prep.load_image(image_path)
+            assert size == (96, 128)
+            np.testing.assert_allclose(image, x[j], rtol=0, atol=1e-6)
