@@ -5,6 +5,11 @@
 
 Writes `<output_path>/<stem>.png` class-index masks at each image's original
 size, `color/<stem>.png` palette masks and `overlay/<stem>.jpg` overlays.
+`--inference_mode` resize (the image to the network size and back), whole (padded
+to a size the model takes, one pass) or slide (windows of the network size every
+`--stride` pixels, averaged), with `--tta_flip` and `--scales` averaging more
+passes: `utils.tiling`. A checkpoint with its run config is rebuilt at the sizes
+`whole` and `--scales` need; exports are fixed-size (slide works with them).
 The flags left unset come from the checkpoint's `config.json` (or an export's
 settings file): `--resize_op`, `--image_init`, `--channel_order`, `--ignore_label`
 and `--class_names` override the run's values; `--input_height`/`--input_width`
@@ -17,6 +22,7 @@ import sys
 from utils.cli import positive_int, str2bool  # sets TF_CPP_MIN_LOG_LEVEL before keras loads
 from utils.errors import UserError, run_cli
 from utils.image import CHANNEL_ORDERS, IMAGE_INITS
+from utils.tiling import MODES, parse_scales
 
 # Settings read from the run config when their flag is not given: flag -> config key.
 FROM_CONFIG = {"model_name": "model_name", "input_height": "input_height", "input_width": "input_width",
@@ -38,7 +44,9 @@ def parse_args(argv=None):
                         "(.onnx, .tflite, SavedModel folder)")
     p.add_argument("--input_height", type=positive_int, default=None)
     p.add_argument("--input_width", type=positive_int, default=None)
-    p.add_argument("--resize_op", type=int, choices=(1, 2), default=None)
+    p.add_argument("--resize_op", type=int, choices=(1, 2, 3), default=None,
+                   help="1: stretch, 2: letterbox, 3: crops (a run trained on crops: predicted by --inference_mode "
+                        "slide or whole; with resize it stretches as 1)")
     p.add_argument("--classes", type=positive_int, default=None, help="number of classes")
     p.add_argument("--mIOU", type=str2bool, default=False, help="score against --val_annotations (true/false)")
     p.add_argument("--val_images", default=None, help="alias of --test_images for the --mIOU images")
@@ -51,6 +59,18 @@ def parse_args(argv=None):
     p.add_argument("--ignore_label", type=int, default=None)
     p.add_argument("--batch_size", type=positive_int, default=4)
     p.add_argument("--class_names", default=None, help="text file, one class name per line")
+    # === Native resolution (each image predicted at its own size) ===
+    p.add_argument("--inference_mode", default=None, choices=MODES,
+                   help="resize: the image to the network size and back; whole: padded to a size the model "
+                        "takes, one pass; slide: windows of the network size every --stride pixels, averaged "
+                        "(default: the run's, else slide for a --resize_op 3 run, else resize)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="slide: step between windows in pixels, 1..the window (default: the run's, else 2/3 "
+                        "of the window)")
+    p.add_argument("--tta_flip", type=str2bool, default=False,
+                   help="also predict the left-right mirrored image and average (true/false)")
+    p.add_argument("--scales", default="1.0",
+                   help="comma-separated image scales whose predictions are averaged, e.g. 0.75,1.0,1.25")
     return p.parse_args(argv)
 
 
@@ -79,6 +99,15 @@ def resolve_settings(args):
         if getattr(args, flag) is None:
             setattr(args, flag, config.get(key, DEFAULTS[flag]))
     args.channel_order = str(args.channel_order).lower()  # export settings files spell it "BGR"/"RGB"
+    if args.inference_mode is None:
+        args.inference_mode = config.get("inference_mode") or ("slide" if args.resize_op == 3 else "resize")
+    if args.inference_mode not in MODES:
+        raise UserError(f"inference_mode {args.inference_mode!r} in the run config: expected one of {', '.join(MODES)}")
+    if args.stride is None:
+        args.stride = config.get("stride")
+    if args.stride is not None and args.stride < 1:
+        raise UserError(f"--stride {args.stride}: must be at least 1 (pixels between windows)")
+    args.scales = parse_scales(args.scales)
     data_dir = os.path.join(config["data_root"], config["dataset_name"]) if "data_root" in config else None
     if args.test_images is None:
         args.test_images = args.val_images or (os.path.join(data_dir, "test_image") if data_dir else "data/test/")
@@ -113,16 +142,20 @@ def class_names(args, config):
     return config.get("class_names") or default_class_names(args.classes)
 
 
-def load_checked_predictor(args):
-    """A .keras checkpoint, or an export (ONNX, SavedModel, TFLite) run by its own runtime."""
+def load_checked_predictor(args, config):
+    """A .keras checkpoint (rebuilt at other sizes from its run `config` when a mode needs it), or an
+    export (ONNX, SavedModel, TFLite...: fixed-size) run by its own runtime."""
     from utils.inference import load_predictor
-    predict = load_predictor(args.weights_path)
+    from utils.tiling import check_stride
+    predict = load_predictor(args.weights_path, run_config=config)
     expected = (args.input_height, args.input_width)
     if predict.input_size != expected:
         raise UserError(f"{args.weights_path} takes {predict.input_size[0]}x{predict.input_size[1]} inputs, "
                         f"but --input_height/--input_width say {expected[0]}x{expected[1]}")
     if predict.n_classes != args.classes:
         raise UserError(f"{args.weights_path} predicts {predict.n_classes} classes, --classes says {args.classes}")
+    if args.inference_mode == "slide":
+        check_stride(args.stride, predict.input_size)
     return predict
 
 
@@ -140,31 +173,64 @@ def write_masks(out_dir, image_path, image, mask, palette):
     cv2.imwrite(os.path.join(out_dir, "overlay", stem + ".jpg"), (0.6 * image + 0.4 * colour).astype("uint8"))
 
 
+def score_and_write(args, out_dir, image_path, label_path, image, mask, palette):
+    """Write the masks of one image; -> its confusion matrix against its label (zeros without one)."""
+    import numpy as np
+
+    from metrics.evaluation import confusion_matrix
+    from utils.image import check_label_values, check_same_size, read_label
+    write_masks(out_dir, image_path, image, mask, palette)
+    if label_path is None:
+        return np.zeros((args.classes, args.classes), dtype=np.int64)
+    label = read_label(label_path)
+    check_same_size(label.shape, label_path, mask.shape, image_path)
+    check_label_values(label, label_path, args.classes, args.ignore_label)
+    return confusion_matrix(label, mask, args.classes, args.ignore_label)
+
+
 def predict_all(args, pairs, predict, out_dir):
-    """Predict every image in batches, write its masks at its own size; -> the confusion matrix."""
+    """Predict every image at its own size (`utils.tiling`), write its masks; -> the confusion matrix.
+
+    Two threads decode the next images and encode/write the finished masks while the model predicts
+    (OpenCV and PNG encoding release the GIL). The outputs do not depend on the timing: each file is
+    written by one task, the matrix is a sum of integers, and results (and a bad label's error) are
+    collected in input order.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     from data import Preprocessing
-    from metrics.evaluation import confusion_matrix
-    from utils.image import check_label_values, check_same_size, read_image, read_label, restore_probabilities
-    from utils.image import voc_palette
+    from utils.image import read_image, voc_palette
+    from utils.tiling import predict_images
     prep = Preprocessing(args.input_height, args.input_width, args.image_init, args.resize_op, args.ignore_label,
                          args.channel_order)
     palette = voc_palette()
     matrix = np.zeros((args.classes, args.classes), dtype=np.int64)
-    for start in range(0, len(pairs), args.batch_size):
-        batch = pairs[start:start + args.batch_size]
-        images = [read_image(image_path) for image_path, _ in batch]
-        probs = predict(np.stack([prep.image(img) for img in images]))
-        for (image_path, label_path), image, prob in zip(batch, images, probs):
-            height, width = image.shape[:2]
-            mask = restore_probabilities(prob, height, width, args.resize_op).argmax(-1).astype(np.uint8)
-            write_masks(out_dir, image_path, image, mask, palette)
-            if label_path is not None:
-                label = read_label(label_path)
-                check_same_size(label.shape, label_path, mask.shape, image_path)
-                check_label_values(label, label_path, args.classes, args.ignore_label)
-                matrix += confusion_matrix(label, mask, args.classes, args.ignore_label)
+    # resize sends a batch of images per call; whole and slide batch the windows of one image.
+    group = args.batch_size if args.inference_mode == "resize" else 1
+    batches = [pairs[i:i + group] for i in range(0, len(pairs), group)]
+    with ThreadPoolExecutor(2) as pool:
+        reads = deque(pool.submit(lambda b=b: [read_image(path) for path, _ in b]) for b in batches[:2])
+        writes = deque()
+        for index, batch in enumerate(batches):
+            images = reads.popleft().result()
+            if index + 2 < len(batches):  # keep two batches decoding ahead
+                reads.append(pool.submit(lambda b=batches[index + 2]: [read_image(path) for path, _ in b]))
+            try:
+                probs = predict_images(images, predict, prep, args.inference_mode, args.stride, args.scales,
+                                       args.tta_flip, args.batch_size)
+            except UserError as exc:  # whole/slide: a size this image needs; resize: the same for every batch
+                raise UserError(f"{batch[0][0]}: {exc}" if group == 1 else str(exc)) from None
+            for (image_path, label_path), image, prob in zip(batch, images, probs):
+                mask = prob.argmax(-1).astype(np.uint8)
+                writes.append(pool.submit(score_and_write, args, out_dir, image_path, label_path, image, mask,
+                                          palette))
+            while len(writes) > 2 * group:  # bound the masks waiting in memory
+                matrix += writes.popleft().result()
+        while writes:
+            matrix += writes.popleft().result()
     return matrix
 
 
@@ -187,7 +253,7 @@ def main(argv=None):
     config = resolve_settings(args)
     pairs = list_inputs(args)
     names = class_names(args, config)
-    predict = load_checked_predictor(args)
+    predict = load_checked_predictor(args, config)
     out_dir = new_output_dir(args.output_path)
     for sub in ("color", "overlay"):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)

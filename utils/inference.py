@@ -40,17 +40,72 @@ def sidecar_path(model_path):
 
 class Predictor:
     """A loaded model: `input_size` (H, W), `n_classes`, the runtime's `input_name`/`output_name`,
-    and `__call__(batch) -> probabilities`."""
+    and `__call__(batch) -> probabilities`; the size protocol of `utils.tiling`.
 
-    def __init__(self, run, input_size, n_classes, fmt, input_name=None, output_name=None):
+    Other sizes: with a `size_rule` (`Models.SizeRule`) and `rebuild(h, w) -> Predictor`, `at_size`
+    returns the predictor for any size the rule allows (built once per size, then cached);
+    without them the model is fixed-size and `at_size` accepts only `input_size`, saying why
+    in one line (`fixed_reason`: e.g. "model.onnx is a fixed-size onnx export (32x32)").
+    """
+
+    def __init__(self, run, input_size, n_classes, fmt, input_name=None, output_name=None, size_rule=None,
+                 rebuild=None, fixed_reason=None):
         self._run = run
         self.input_size = tuple(int(v) for v in input_size)
         self.n_classes = int(n_classes)
         self.format = fmt
         self.input_name, self.output_name = input_name, output_name
+        self.size_rule = size_rule if rebuild is not None else None
+        self._rebuild = rebuild
+        self.fixed_reason = fixed_reason or (f"the {fmt} model is fixed-size "
+                                             f"({self.input_size[0]}x{self.input_size[1]})")
+        self._sizes = {self.input_size: self}
 
     def __call__(self, batch):
         return np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+
+    # === Other input sizes (utils.tiling's protocol) ===
+
+    def _fixed_error(self, why):
+        return UserError(f"{self.fixed_reason}: {why}; use --inference_mode slide")
+
+    def at_size(self, height, width):
+        """The predictor for (height, width) inputs; a `UserError` naming the size and the nearest legal
+        sizes (or, fixed-size, that only `input_size` works) when the model cannot take it."""
+        size = (int(height), int(width))
+        if size in self._sizes:
+            return self._sizes[size]
+        if self.size_rule is None:
+            raise self._fixed_error(f"it cannot take {size[0]}x{size[1]} inputs")
+        bad = [(axis, value) for axis, value in zip(("height", "width"), size)
+               if value < self.size_rule.smallest or value % self.size_rule.multiple]
+        if bad:
+            nearest = "; ".join(f"{axis} {value}: nearest legal " + "/".join(
+                str(v) for v in sorted(set(self.size_rule.nearest(value)))) for axis, value in bad)
+            raise UserError(f"the model cannot take {size[0]}x{size[1]} inputs ({self.size_rule.describe()}; "
+                            f"{nearest})")
+        self._sizes[size] = self._rebuild(*size)
+        return self._sizes[size]
+
+    def legal_size_at_least(self, height, width):
+        """The smallest (h, w) the model takes with h >= height and w >= width (`whole`'s padding)."""
+        if self.size_rule is None:
+            if height <= self.input_size[0] and width <= self.input_size[1]:
+                return self.input_size
+            raise self._fixed_error(f"--inference_mode whole cannot fit a {height}x{width} image in it")
+        return tuple(self.size_rule.nearest(int(v))[1] for v in (height, width))
+
+    def nearest_legal_size(self, height, width):
+        """The legal (h, w) nearest to (height, width), the larger on a tie (`resize` at a scale)."""
+        if self.size_rule is None:
+            if (height, width) == self.input_size:
+                return self.input_size
+            raise self._fixed_error(f"--scales other than 1 need other input sizes ({height}x{width})")
+
+        def nearest(value):
+            below, above = self.size_rule.nearest(int(value))
+            return below if value - below < above - value else above
+        return nearest(height), nearest(width)
 
 
 # === Keras ===
@@ -89,12 +144,48 @@ def load_keras_model(path, flag="--weights_path"):
     return main_output_model(model)
 
 
-def keras_predictor(model):
+def rebuilt_model(model, model_name, n_classes, height, width, model_options=None):
+    """`model_name`'s architecture built at height x width through the registry, holding `model`'s
+    weights (main output only). Size-dependent buffers (ResizeTo's interpolation matrices) are not
+    weights: the build makes them for the new size. A weight list that does not match (another
+    architecture or options than the run config says) is a `UserError`."""
+    import Models
+    built = main_output_model(Models.get_entry(model_name).build(n_classes, height, width, **(model_options or {})))
+    source = main_output_model(model).get_weights()
+    target = built.get_weights()
+    if [w.shape for w in source] != [w.shape for w in target]:
+        raise UserError(f"the model's weights do not fit {model_name} {model_options or {}} with {n_classes} "
+                        "classes as its run config says: cannot rebuild it at another size")
+    built.set_weights(source)
+    return built
+
+
+def keras_predictor(model, run_config=None):
+    """The `Predictor` of an in-memory Keras model (its main output).
+
+    With `run_config` (a train.py config.json: model_name, n_classes, model_options), `at_size`
+    rebuilds the architecture at any legal size and copies the weights as they are at that call
+    (one model per size, cached): make a fresh predictor after the weights change (training).
+    Without it the model is fixed-size: `at_size` accepts only its own input size.
+    """
+    model = main_output_model(model)
+
     def run(batch):
         # `predict_on_batch` skips predict()'s per-call data-adapter setup: faster for one batch.
         return model.predict_on_batch(batch)
-    return Predictor(run, model.input_shape[1:3], model.output_shape[-1], "keras", model.inputs[0].name,
-                     model.outputs[0].name)
+    rule = rebuild = None
+    if run_config and run_config.get("model_name") and run_config.get("n_classes"):
+        import Models
+        name, options = run_config["model_name"], run_config.get("model_options") or {}
+        rule = Models.get_entry(name).size_rule(options)
+
+        def rebuild(height, width):
+            return keras_predictor(rebuilt_model(model, name, run_config["n_classes"], height, width, options))
+    size = model.input_shape[1:3]
+    return Predictor(run, size, model.output_shape[-1], "keras", model.inputs[0].name, model.outputs[0].name,
+                     size_rule=rule, rebuild=rebuild,
+                     fixed_reason=f"the Keras model is built for {size[0]}x{size[1]} inputs and has no run config "
+                                  "(config.json) to rebuild it at another size")
 
 
 # === Exported formats ===
@@ -245,16 +336,25 @@ LOADERS = {"keras": "Keras", "onnx": "onnxruntime", "savedmodel": "TensorFlow",
            "tflite": "the TFLite interpreter", "openvino": "OpenVINO", "ncnn": "ncnn"}
 
 
-def load_predictor(path, threads=None, flag="--weights_path", settings=None):
+def load_predictor(path, threads=None, flag="--weights_path", settings=None, run_config=None):
     """The `Predictor` of a checked model file (see `model_format`); a load that fails after the checks
     is a one-line `UserError` naming `flag`, `path` and the runtime, never a traceback.
 
     `settings` (NCNN only): input_height, input_width and n_classes; by default read from the
-    settings file beside the model (`sidecar_path`).
+    settings file beside the model (`sidecar_path`). `run_config` (a `.keras` checkpoint's
+    config.json): lets `at_size` rebuild the model at other legal sizes (`keras_predictor`).
+    Exports are fixed-size: their `at_size` takes only the exported size.
     """
     fmt = model_format(path, flag)
     if fmt == "keras":
-        return keras_predictor(load_keras_model(path, flag))
+        return keras_predictor(load_keras_model(path, flag), run_config)
+    predictor = _load_export(path, fmt, threads, flag, settings)
+    height, width = predictor.input_size
+    predictor.fixed_reason = f"{path} is a fixed-size {fmt} export ({height}x{width})"
+    return predictor
+
+
+def _load_export(path, fmt, threads, flag, settings):
     if fmt in ("openvino", "ncnn"):  # a missing runtime: one line naming the requirements file
         from utils.deploy_export import require
         require(fmt, f"{flag + ' ' if flag else ''}{path}: running an {LOADERS[fmt]} model")

@@ -1,0 +1,140 @@
+"""test.py --inference_mode resize|whole|slide, --tta_flip, --scales end to end on a tiny checkpoint trained at
+32x32, predicting images of other, non-square sizes; the ONNX export slides to the checkpoint's masks."""
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import assert_one_line_error, run_script as run, write_dataset
+from test_cli_e2e import train_args
+
+pytestmark = pytest.mark.slow
+
+# (height, width): taller than wide, smaller than the 32x32 window in height, neither a multiple of 16.
+SIZES = [(45, 70), (23, 37), (64, 50)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """-> (checkpoint, images folder, labels folder)."""
+    root = str(tmp_path_factory.mktemp("data"))
+    write_dataset(root, n_train=4, n_test=2)
+    save = str(tmp_path_factory.mktemp("weights"))
+    result = run("train.py", *train_args(root, save, "--epochs", 1))
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = os.path.join(save, "exp1", "unet")
+    with open(os.path.join(run_dir, "state.json")) as handle:
+        checkpoint = os.path.join(run_dir, json.load(handle)["best_checkpoint"])
+    images, labels = os.path.join(root, "odd_image"), os.path.join(root, "odd_label")
+    os.makedirs(images)
+    os.makedirs(labels)
+    rng = np.random.default_rng(7)
+    for i, (height, width) in enumerate(SIZES):
+        label = np.zeros((height, width), np.uint8)
+        label[height // 4:height // 2, width // 3:width // 2 + 5] = 1
+        image = label[..., None] * 200 + rng.integers(0, 40, (height, width, 3))
+        cv2.imwrite(os.path.join(images, f"odd{i}.png"), image.astype(np.uint8))
+        cv2.imwrite(os.path.join(labels, f"odd{i}.png"), label)
+    return checkpoint, images, labels
+
+
+def predict_cli(weights, images, out, *flags):
+    result = run("test.py", "--weights_path", weights, "--test_images", images, "--output_path", out, *flags)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {name: np.array(Image.open(os.path.join(out, name)))
+            for name in sorted(os.listdir(out)) if name.endswith(".png")}
+
+
+def in_process_masks(checkpoint, images, mode, **kwargs):
+    """The masks utils.tiling gives for the checkpoint, computed here without test.py."""
+    from data import Preprocessing
+    from utils.image import read_image
+    from utils.inference import load_predictor
+    from utils.run import find_run_config
+    from utils.tiling import predict_image
+    config = find_run_config(checkpoint)
+    predictor = load_predictor(checkpoint, run_config=config)
+    prep = Preprocessing(32, 32, config["image_init"], config["resize_op"], 255, config["channel_order"])
+    return {name: predict_image(read_image(os.path.join(images, name)), predictor, prep, mode, **kwargs).argmax(-1)
+            for name in sorted(os.listdir(images))}
+
+
+@pytest.mark.parametrize("mode, flags, kwargs", [
+    ("resize", [], {}),
+    ("whole", [], {}),
+    ("slide", ["--stride", 12], {"stride": 12}),
+    ("slide", ["--tta_flip", "true", "--scales", "0.75,1.0,1.5"], {"flip": True, "scales": (0.75, 1.0, 1.5)}),
+])
+def test_each_mode_writes_masks_at_each_images_own_size(trained, tmp_path, mode, flags, kwargs):
+    checkpoint, images, labels = trained
+    out = tmp_path / "out"
+    masks = predict_cli(checkpoint, images, out, "--inference_mode", mode, "--mIOU", "true",
+                        "--val_annotations", labels, *flags)
+    assert sorted(masks) == ["odd0.png", "odd1.png", "odd2.png"]
+    for i, size in enumerate(SIZES):
+        assert masks[f"odd{i}.png"].shape == size
+        assert cv2.imread(str(out / "color" / f"odd{i}.png")).shape[:2] == size
+        assert cv2.imread(str(out / "overlay" / f"odd{i}.jpg")).shape[:2] == size
+    expected = in_process_masks(checkpoint, images, mode, **kwargs)
+    for name, mask in expected.items():
+        np.testing.assert_array_equal(masks[name], mask, err_msg=f"{mode} {name}")
+    metrics = json.load(open(out / "metrics.json"))
+    assert metrics["pixels"] == sum(h * w for h, w in SIZES)
+
+
+def test_the_run_configs_inference_mode_and_stride_are_the_default(trained, tmp_path):
+    checkpoint, images, _ = trained
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(os.path.dirname(checkpoint), run_dir)
+    config_path = os.path.join(run_dir, "config.json")
+    config = json.load(open(config_path))
+    config.update(inference_mode="slide", stride=9)
+    json.dump(config, open(config_path, "w"))
+    copied = os.path.join(run_dir, os.path.basename(checkpoint))
+    default = predict_cli(copied, images, tmp_path / "default")
+    explicit = predict_cli(checkpoint, images, tmp_path / "explicit", "--inference_mode", "slide", "--stride", 9)
+    resize = predict_cli(checkpoint, images, tmp_path / "resize", "--inference_mode", "resize")
+    assert default.keys() == explicit.keys()
+    for name in default:
+        np.testing.assert_array_equal(default[name], explicit[name], err_msg=name)
+    assert any(not np.array_equal(default[n], resize[n]) for n in default)  # the mode did change
+
+
+def test_onnx_export_slides_to_the_checkpoints_masks(trained, tmp_path):
+    checkpoint, images, _ = trained
+    onnx_path = str(tmp_path / "model.onnx")
+    result = run("tools/export.py", "--weights_path", checkpoint, "--format", "onnx", "--output", onnx_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    keras_masks = predict_cli(checkpoint, images, tmp_path / "k", "--inference_mode", "slide", "--tta_flip", "true")
+    onnx_masks = predict_cli(onnx_path, images, tmp_path / "o", "--inference_mode", "slide", "--tta_flip", "true")
+    assert len(keras_masks) == 3 and keras_masks.keys() == onnx_masks.keys()
+    for name in keras_masks:
+        np.testing.assert_array_equal(onnx_masks[name], keras_masks[name], err_msg=name)
+    # The export is 32x32 only: whole on a 45x70 image cannot run on it.
+    assert_one_line_error(run("test.py", "--weights_path", onnx_path, "--test_images", images, "--inference_mode",
+                              "whole", "--output_path", tmp_path / "w"),
+                          "odd0.png", "model.onnx is a fixed-size onnx export (32x32)", "whole cannot fit a 45x70",
+                          "use --inference_mode slide")
+
+
+@pytest.mark.parametrize("flags, fragments", [
+    (["--inference_mode", "slide", "--stride", 0], ["--stride 0", "at least 1"]),
+    (["--inference_mode", "slide", "--stride", 33], ["--stride 33: must be in 1..32", "32x32 window"]),
+    (["--scales", "1.0,-0.5"], ["--scales 1.0,-0.5", "positive"]),
+    (["--scales", "1.0,big"], ["--scales 1.0,big", "'big' is not a number"]),
+    (["--inference_mode", "resize", "--resize_op", 3, "--scales", "1.0,1.1"], []),  # legal: runs
+])
+def test_bad_inference_flags_give_one_line_errors(trained, tmp_path, flags, fragments):
+    checkpoint, images, _ = trained
+    result = run("test.py", "--weights_path", checkpoint, "--test_images", images, "--output_path", tmp_path / "o",
+                 *flags)
+    if not fragments:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert [cv2.imread(str(tmp_path / "o" / f"odd{i}.png"), cv2.IMREAD_UNCHANGED).shape
+                for i in range(len(SIZES))] == SIZES
+        return
+    assert_one_line_error(result, *fragments)
