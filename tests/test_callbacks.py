@@ -91,3 +91,28 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_pa
         save_model_atomic(Broken(), str(tmp_path / "m.keras"))
     assert (tmp_path / "m.keras").read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "state.json"]
+
+
+def test_an_improved_epoch_serialises_the_model_once_and_its_best_checkpoint_outlives_the_resume_file(tmp_path,
+                                                                                                      monkeypatch):
+    import keras
+    import numpy as np
+
+    import utils.callbacks
+    saves = []
+    real_save = utils.callbacks.save_model_atomic
+    monkeypatch.setattr(utils.callbacks, "save_model_atomic", lambda model, path: saves.append(path) or
+                        real_save(model, path))
+    callback = run_commit(tmp_path, {})
+    callback.model.set_weights([np.full((2, 1), 3.0, np.float32), np.array([0.5], np.float32)])
+    callback.on_epoch_end(0, {"val_iou_score": 0.4})
+    assert [os.path.basename(p) for p in saves] == ["resume-epoch001.keras"]
+    state = read_state(str(tmp_path))
+    assert state["best_checkpoint"] == "m.01-0.400000.keras" and state["resume_checkpoint"] == "resume-epoch001.keras"
+    callback.model.set_weights([np.zeros((2, 1), np.float32), np.zeros(1, np.float32)])
+    callback.on_epoch_end(1, {"val_iou_score": 0.3})  # worse: a resume checkpoint only; epoch 1's is removed
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".keras")) == ["m.01-0.400000.keras",
+                                                                             "resume-epoch002.keras"]
+    best = keras.models.load_model(os.path.join(tmp_path, "m.01-0.400000.keras"))
+    np.testing.assert_array_equal(best.get_weights()[0], np.full((2, 1), 3.0, np.float32))
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]

@@ -5,9 +5,12 @@ must survive a kill -9 or a resume is decided in its `on_epoch_end`, in one
 fixed order, so nothing depends on where other callbacks sit in the list:
 
 1. the epoch's row is appended to log.csv (with the learning rate);
-2. the best checkpoint is saved when the monitored score improved;
-3. the plateau schedule and early stopping are updated from the score;
-4. the resume checkpoint is saved, then state.json commits the epoch;
+2. the plateau schedule and early stopping are updated from the score;
+3. the resume checkpoint is saved; when the monitored score improved, the best
+   checkpoint is the same file under its own name (a hard link, else a copy):
+   the model is serialised once per epoch, not twice (~0.5 s for unet with
+   adadelta's slots, 93 MB, a tenth of a 128x128 demo epoch on 2 cores);
+4. state.json commits the epoch;
 5. files the new state no longer names are removed.
 
 A kill between any two steps leaves state.json naming complete checkpoints
@@ -16,6 +19,7 @@ and a log whose rows past the committed epoch are trimmed on resume.
 import csv
 import math
 import os
+import shutil
 
 import keras
 
@@ -66,11 +70,11 @@ class RunCommit(keras.callbacks.Callback):
 
         stale = []
         score, best = logs[self.monitor], self.state["best_score"]
-        if score is not None and math.isfinite(score) and (best is None or score > best):
-            name = f"{self.model_name}.{done:02d}-{score:.6f}.keras"
-            save_model_atomic(self.model, self._path(name))
+        improved = score is not None and math.isfinite(score) and (best is None or score > best)
+        if improved:
             stale.append(self.state["best_checkpoint"])
-            self.state.update(best_checkpoint=name, best_score=float(score), best_epoch=done)
+            self.state.update(best_checkpoint=f"{self.model_name}.{done:02d}-{score:.6f}.keras",
+                              best_score=float(score), best_epoch=done)
         self.schedule.after_epoch(epoch, score, self.state)
         stop = (self.early_stopping and done < self.epochs
                 and done - (self.state["best_epoch"] or 0) >= self.early_stopping)
@@ -79,6 +83,8 @@ class RunCommit(keras.callbacks.Callback):
 
         resume_name = f"resume-epoch{done:03d}.keras"
         save_model_atomic(self.model, self._path(resume_name))
+        if improved:
+            same_file_atomic(self._path(resume_name), self._path(self.state["best_checkpoint"]))
         stale.append(self.state.get("resume_checkpoint"))
         self.state.update(resume_checkpoint=resume_name, epoch=done)
         write_json_atomic(self._path(STATE_FILE), self.state)
@@ -91,6 +97,19 @@ class RunCommit(keras.callbacks.Callback):
             print(f"early stopping: no better {self.monitor} for {self.early_stopping} epochs "
                   f"(best at epoch {self.state['best_epoch']})")
             self.model.stop_training = True
+
+
+def same_file_atomic(source, path):
+    """`path` holding `source`'s bytes, created atomically: a hard link (no copy), or where the file
+    system has none, a copy flushed to disk before the rename."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 def append_log_row(log_path, epoch, logs):
