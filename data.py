@@ -164,8 +164,10 @@ class SegmentationDataset(keras.utils.PyDataset):
     numpy release the GIL), each written straight into one preallocated batch: read in order
     (`model.fit(..., shuffle=False)`: the order is already shuffled here), the batches after
     the one asked for are built ahead by this data set's own pool (`threads`), and Keras sees
-    `workers == 1` (its enqueuer restarts a pool every epoch and waits 0.1 s to drain it). Read
-    out of order, a batch is built when asked for (correct, but not in parallel). A bad sample
+    `workers == 1` (its enqueuer restarts a pool every epoch and waits 0.1 s to drain it). A
+    batch not built ahead (read out of order, as `model.fit`'s default `shuffle=True` reads
+    them) is shared out among the threads sample by sample. Either way a batch's content depends
+    on `(seed, epoch, index)` only, never on the threads. A bad sample
     raises `UserError` (see `read_checked`); the first one is also kept in `user_error`, because
     `model.fit` on the TensorFlow backend re-raises it wrapped.
 
@@ -191,6 +193,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         self._pool = None
         self._ahead = {}  # (epoch, batch index) -> Future of a batch built ahead
         self._ahead_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
         self._next = None  # the batch index an in-order reader asks for next
         if not pairs:
             raise UserError("the data set split is empty")
@@ -248,36 +251,52 @@ class SegmentationDataset(keras.utils.PyDataset):
             if index == 0 or index == self._next:
                 self._build_ahead(state, range(index + 1, min(len(self), index + 1 + self.threads)))
             self._next = index + 1
-        return future.result() if future is not None else self._batch(state, index)
+        # Not built ahead (the first batch, or batches read out of order, as model.fit(shuffle=True)
+        # reads them): this batch's samples are shared out among the threads instead.
+        return future.result() if future is not None else self._batch(state, index, split=self.threads)
 
     def _build_ahead(self, state, indices):
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="SegmentationDataset")
         for index in indices:
             if (state[0], index) not in self._ahead:
-                self._ahead[(state[0], index)] = self._pool.submit(self._batch, state, index)
+                self._ahead[(state[0], index)] = self._executor().submit(self._batch, state, index)
 
-    def _batch(self, state, index):
+    def _executor(self):
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="SegmentationDataset")
+        return self._pool
+
+    def _batch(self, state, index, split=1):
+        """Batch `index` of the epoch in `state`; `split` > 1: built by this thread and split - 1 pool threads
+        (the pool's threads themselves never split, so none of them waits on another)."""
         epoch, samples = state[0], state[2][index * self.batch_size:(index + 1) * self.batch_size]
         h, w = self.prep.input_height, self.prep.input_width
         images = np.empty((len(samples), h, w, 3), np.float32)
         labels = np.empty((len(samples), h, w), np.int32)
-        try:
-            for j, sample in enumerate(samples):
-                if self.crops:
-                    i, k = int(sample[0]), int(sample[1])
-                    image, label = self._cache.get((epoch, i), k, int(self.counts[i]), lambda: self._crops(epoch, i))
-                    self.prep.image_into(image, images[j])
-                else:
-                    image, label, source_size = self._sample(epoch, int(sample))
-                    self.prep.image_into(image, images[j], source_size)
-                    label = self.prep.label(label)
-                labels[j] = label
-        except UserError as exc:
-            # TensorFlow's tf.data re-raises it as InvalidArgumentError (message and traceback
-            # folded together), so the caller reads the original here to print one line.
-            self.user_error = self.user_error or exc
-            raise
+
+        def fill(rows):
+            try:
+                for j in rows:
+                    if self.crops:
+                        i, k = int(samples[j][0]), int(samples[j][1])
+                        image, label = self._cache.get((epoch, i), k, int(self.counts[i]),
+                                                       lambda: self._crops(epoch, i))
+                        self.prep.image_into(image, images[j])
+                    else:
+                        image, label, source_size = self._sample(epoch, int(samples[j]))
+                        self.prep.image_into(image, images[j], source_size)
+                        label = self.prep.label(label)
+                    labels[j] = label
+            except UserError as exc:
+                # TensorFlow's tf.data re-raises it as InvalidArgumentError (message and traceback
+                # folded together), so the caller reads the original here to print one line.
+                self.user_error = self.user_error or exc
+                raise
+        parts = np.array_split(np.arange(len(samples)), max(1, min(split, len(samples))))
+        helpers = [self._executor().submit(fill, rows) for rows in parts[1:]]
+        fill(parts[0])
+        for helper in helpers:
+            helper.result()
         return images, (labels if self.label_copies == 1 else (labels,) * self.label_copies)
 
     def _rng(self, epoch, i, *stream):

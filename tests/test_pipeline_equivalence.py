@@ -38,7 +38,12 @@ def _ref_fit(array, height, width, resize_op, fill, interpolation):
 
 def _ref_image(image, height, width, resize_op, image_init, channel_order):
     x = _ref_fit(image, height, width, resize_op, 128, cv2.INTER_LINEAR).astype(np.float32)
-    x = {"divide": lambda: x / 255.0, "sub_and_divide": lambda: x / 127.5 - 1.0, "sub_mean": lambda: x - MEANS}[image_init]()
+    if image_init == "divide":
+        x = x / 255.0
+    elif image_init == "sub_and_divide":
+        x = x / 127.5 - 1.0
+    else:
+        x = x - MEANS
     return x[..., ::-1] if channel_order == "rgb" else x
 
 
