@@ -212,3 +212,18 @@ def test_built_ahead_by_the_data_sets_own_threads_each_image_is_still_decoded_on
     single = _epoch(SegmentationDataset(pairs, 4, Preprocessing(32, 32, resize_op=3), 3, seed=7, workers=1))
     np.testing.assert_array_equal(batches[0], single[0])
     np.testing.assert_array_equal(batches[1], single[1])
+
+
+def test_the_crop_cache_is_bounded_and_an_evicted_image_is_loaded_again():
+    from utils.crops import CropCache
+    loads = []
+    cache = CropCache(max_entries=2)
+
+    def loader(key):
+        return lambda: loads.append(key) or [f"{key}-{k}" for k in range(2)]
+    for key in ("a", "b", "c"):  # crop 0 of three images: "a" is evicted when "c" comes
+        assert cache.get(key, 0, 2, loader(key)) == f"{key}-0"
+    assert len(cache) == 2
+    assert cache.get("a", 1, 2, loader("a")) == "a-1" and cache.get("c", 1, 2, loader("c")) == "c-1"
+    # "a" came back by evicting "b"; "c", all its crops served, left: only "a" (one crop of two served) stays.
+    assert loads == ["a", "b", "c", "a"] and len(cache) == 1
