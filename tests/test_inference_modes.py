@@ -1,5 +1,6 @@
 """test.py --inference_mode resize|whole|slide, --tta_flip, --scales end to end on a tiny checkpoint trained at
-32x32, predicting images of other, non-square sizes; the ONNX export slides to the checkpoint's masks."""
+32x32, predicting images of other, non-square sizes; the ONNX, TFLite and SavedModel exports slide to the
+checkpoint's masks."""
 import json
 import os
 import shutil
@@ -104,18 +105,28 @@ def test_the_run_configs_inference_mode_and_stride_are_the_default(trained, tmp_
     assert any(not np.array_equal(default[n], resize[n]) for n in default)  # the mode did change
 
 
-def test_onnx_export_slides_to_the_checkpoints_masks(trained, tmp_path):
+@pytest.fixture(scope="module")
+def keras_slide_masks(trained, tmp_path_factory):
     checkpoint, images, _ = trained
-    onnx_path = str(tmp_path / "model.onnx")
-    result = run("tools/export.py", "--weights_path", checkpoint, "--format", "onnx", "--output", onnx_path)
+    return predict_cli(checkpoint, images, tmp_path_factory.mktemp("k") / "out", "--inference_mode", "slide",
+                       "--tta_flip", "true")
+
+
+@pytest.mark.parametrize("fmt, name", [("onnx", "model.onnx"), ("tflite", "model.tflite"),
+                                       ("savedmodel", "model_savedmodel")])
+def test_exports_slide_to_the_checkpoints_masks(trained, keras_slide_masks, tmp_path, fmt, name):
+    checkpoint, images, _ = trained
+    export = str(tmp_path / name)
+    result = run("tools/export.py", "--weights_path", checkpoint, "--format", fmt, "--output", export)
     assert result.returncode == 0, result.stdout + result.stderr
-    keras_masks = predict_cli(checkpoint, images, tmp_path / "k", "--inference_mode", "slide", "--tta_flip", "true")
-    onnx_masks = predict_cli(onnx_path, images, tmp_path / "o", "--inference_mode", "slide", "--tta_flip", "true")
-    assert len(keras_masks) == 3 and keras_masks.keys() == onnx_masks.keys()
-    for name in keras_masks:
-        np.testing.assert_array_equal(onnx_masks[name], keras_masks[name], err_msg=name)
+    masks = predict_cli(export, images, tmp_path / "o", "--inference_mode", "slide", "--tta_flip", "true")
+    assert len(keras_slide_masks) == 3 and keras_slide_masks.keys() == masks.keys()
+    for mask_name in masks:
+        np.testing.assert_array_equal(masks[mask_name], keras_slide_masks[mask_name], err_msg=mask_name)
+    if fmt != "onnx":
+        return
     # The export is 32x32 only: whole on a 45x70 image cannot run on it.
-    assert_one_line_error(run("test.py", "--weights_path", onnx_path, "--test_images", images, "--inference_mode",
+    assert_one_line_error(run("test.py", "--weights_path", export, "--test_images", images, "--inference_mode",
                               "whole", "--output_path", tmp_path / "w"),
                           "odd0.png", "model.onnx is a fixed-size onnx export (32x32)", "whole cannot fit a 45x70",
                           "use --inference_mode slide")
@@ -138,3 +149,15 @@ def test_bad_inference_flags_give_one_line_errors(trained, tmp_path, flags, frag
                 for i in range(len(SIZES))] == SIZES
         return
     assert_one_line_error(result, *fragments)
+
+
+def test_a_bad_label_found_by_the_writer_threads_is_one_line(trained, tmp_path):
+    """Labels are read and scored in the thread pool: its error still reaches the user as one line."""
+    checkpoint, images, labels = trained
+    bad_labels = str(tmp_path / "labels")
+    shutil.copytree(labels, bad_labels)
+    cv2.imwrite(os.path.join(bad_labels, "odd1.png"), np.zeros((10, 10), np.uint8))
+    assert_one_line_error(run("test.py", "--weights_path", checkpoint, "--test_images", images, "--mIOU", "true",
+                              "--val_annotations", bad_labels, "--inference_mode", "slide",
+                              "--output_path", tmp_path / "o"),
+                          "odd1.png: label size 10x10 differs from image")
