@@ -99,6 +99,20 @@ def resolve_settings(args):
         if getattr(args, flag) is None:
             setattr(args, flag, config.get(key, DEFAULTS[flag]))
     args.channel_order = str(args.channel_order).lower()  # export settings files spell it "BGR"/"RGB"
+    resolve_inference(args, config)
+    data_dir = os.path.join(config["data_root"], config["dataset_name"]) if "data_root" in config else None
+    if args.test_images is None:
+        args.test_images = args.val_images or (os.path.join(data_dir, "test_image") if data_dir else "data/test/")
+    if args.mIOU and args.val_annotations is None:
+        if data_dir is None:
+            raise UserError("--mIOU true needs --val_annotations (the checkpoint has no run config to find it)")
+        args.val_annotations = os.path.join(data_dir, "test_label")
+    return config
+
+
+def resolve_inference(args, config):
+    """--inference_mode and --stride from the run when not given (a crops run slides); --scales parsed.
+    The stride's upper bound, the window, is checked once the model is loaded."""
     if args.inference_mode is None:
         args.inference_mode = config.get("inference_mode") or ("slide" if args.resize_op == 3 else "resize")
     if args.inference_mode not in MODES:
@@ -108,14 +122,6 @@ def resolve_settings(args):
     if args.stride is not None and args.stride < 1:
         raise UserError(f"--stride {args.stride}: must be at least 1 (pixels between windows)")
     args.scales = parse_scales(args.scales)
-    data_dir = os.path.join(config["data_root"], config["dataset_name"]) if "data_root" in config else None
-    if args.test_images is None:
-        args.test_images = args.val_images or (os.path.join(data_dir, "test_image") if data_dir else "data/test/")
-    if args.mIOU and args.val_annotations is None:
-        if data_dir is None:
-            raise UserError("--mIOU true needs --val_annotations (the checkpoint has no run config to find it)")
-        args.val_annotations = os.path.join(data_dir, "test_label")
-    return config
 
 
 # === Inputs, names and the model ===

@@ -13,6 +13,11 @@ so an exported model is judged by exactly the code that serves it.
 
 An exported model carries its settings in `<path>.json` (written by
 tools/export.py): the run configuration plus the input/output names.
+
+Sizes (`utils.tiling` asks): a checkpoint loaded with its run config (or
+`keras_predictor(model, run_config)`) is rebuilt at any size its model's
+rule allows (`Predictor.at_size`, weights copied, one model per size);
+exports and models without a run config take only their own size.
 """
 import os
 import warnings
@@ -160,6 +165,18 @@ def rebuilt_model(model, model_name, n_classes, height, width, model_options=Non
     return built
 
 
+def _registry_rebuild(model, run_config):
+    """(size rule, rebuild(h, w) -> Predictor) from a run config naming the model, else (None, None)."""
+    if not (run_config and run_config.get("model_name") and run_config.get("n_classes")):
+        return None, None
+    import Models
+    name, options = run_config["model_name"], run_config.get("model_options") or {}
+
+    def rebuild(height, width):
+        return keras_predictor(rebuilt_model(model, name, run_config["n_classes"], height, width, options))
+    return Models.get_entry(name).size_rule(options), rebuild
+
+
 def keras_predictor(model, run_config=None):
     """The `Predictor` of an in-memory Keras model (its main output).
 
@@ -173,14 +190,7 @@ def keras_predictor(model, run_config=None):
     def run(batch):
         # `predict_on_batch` skips predict()'s per-call data-adapter setup: faster for one batch.
         return model.predict_on_batch(batch)
-    rule = rebuild = None
-    if run_config and run_config.get("model_name") and run_config.get("n_classes"):
-        import Models
-        name, options = run_config["model_name"], run_config.get("model_options") or {}
-        rule = Models.get_entry(name).size_rule(options)
-
-        def rebuild(height, width):
-            return keras_predictor(rebuilt_model(model, name, run_config["n_classes"], height, width, options))
+    rule, rebuild = _registry_rebuild(model, run_config)
     size = model.input_shape[1:3]
     return Predictor(run, size, model.output_shape[-1], "keras", model.inputs[0].name, model.outputs[0].name,
                      size_rule=rule, rebuild=rebuild,
