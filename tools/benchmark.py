@@ -3,12 +3,25 @@
     python tools/benchmark.py                                   # everything, every model (long on a CPU)
     python tools/benchmark.py --models unet,enet --skip memory
     python tools/benchmark.py --models unet --variants          # + --jit_compile / --mixed_precision speed-ups
+    python tools/benchmark.py --sections overhead,pipeline      # the toolkit against a bare fit / tf.data
+    python tools/benchmark.py --sections overhead --overhead_ablations all   # where train.py's time goes
 
 Sections (prints a table each, and writes everything to --output as JSON):
 - peak: fp32 matmul and 3x3-conv FLOP/s of this backend on this machine;
 - pipeline: the training input pipeline (decode, resize, normalise, batch) in
   images/s at 224x224 from a data set folder, beside a naive single-threaded
-  cv2 read-resize loop over the same files;
+  cv2 loop and a tf.data pipeline (decode, resize, normalise, batch,
+  prefetch(AUTOTUNE)) making the same batches from the same files;
+- overhead: steady-state training images/s of train.py itself (its loader,
+  loss, metrics incl. per-class, callbacks; no validation) against a bare
+  model.fit of the same model, batch and images held in memory, each in a
+  subprocess, timed epoch end to epoch end after the first epoch (the
+  fastest epoch of each, the least disturbed on a shared machine);
+  --overhead_ablations reruns train.py with one piece off each
+  (tools/benchmark_sections.OVERHEAD_ABLATIONS);
+- slide: unet (random weights) at --slide_window windows: slide against whole
+  megapixels/s on the first --slide_sizes image, and slide's peak resident
+  memory per size, each in a fresh subprocess;
 - models: per model, training images/s (batch 4, 224x224, random data in
   memory), forward multiply-adds, and the achieved training FLOP/s
   (3 x 2 x MACs per image: forward + two backward products) as a fraction
@@ -29,9 +42,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.cli import positive_int  # noqa: E402  (also quiets TensorFlow's C++ logging)
 from utils.errors import UserError, run_cli  # noqa: E402
+from tools.benchmark_sections import OVERHEAD_ABLATIONS  # noqa: E402  (Keras-free at import)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ("peak", "pipeline", "models", "memory")
+SECTIONS = ("peak", "pipeline", "models", "memory", "overhead", "slide")
 
 
 def parse_args(argv=None):
@@ -42,7 +56,18 @@ def parse_args(argv=None):
     p.add_argument("--data_dir", default=os.path.join(os.path.dirname(ROOT), "shared", "datasets", "bbufdataset"),
                    help="data set folder for the pipeline section (falls back to data/demo)")
     p.add_argument("--seconds", type=float, default=10.0, help="minimum timed seconds per measurement")
+    p.add_argument("--sections", default="", help=f"comma-separated sections to run (default: all): {', '.join(SECTIONS)}")
     p.add_argument("--skip", default="", help=f"comma-separated sections to skip: {', '.join(SECTIONS)}")
+    p.add_argument("--overhead_model", default="unet")
+    p.add_argument("--overhead_size", type=positive_int, default=128)
+    p.add_argument("--overhead_epochs", type=positive_int, default=4, help="epochs per side; the first is not timed")
+    p.add_argument("--overhead_data", default=None, help="data set folder of the overhead section (default: --data_dir)")
+    p.add_argument("--overhead_ablations", default="", help="comma-separated, or 'all': train.py runs with one piece "
+                                                            "off (per_class, metrics, tensorboard, checkpoints, "
+                                                            "callbacks, workers1, memory_loader)")
+    p.add_argument("--slide_window", type=positive_int, default=256)
+    p.add_argument("--slide_sizes", default="1000x1000,6000x4000", help="HxW images: the first is also timed whole")
+    p.add_argument("--train_only", action="store_true", help="models: training speed only (no inference columns)")
     p.add_argument("--variants", action="store_true", help="also time unet with --jit_compile / --mixed_precision")
     p.add_argument("--output", default="benchmark.json", help="JSON results (a new name if it exists)")
     return p.parse_args(argv)
@@ -77,18 +102,13 @@ def measure_peak(seconds):
 # === Input pipeline ===
 
 def measure_pipeline(data_dir, size, batch_size, seconds):
-    import cv2
-
+    """Images/s of the toolkit's loader as fit drives it, a naive cv2 loop and tf.data, on the same files
+    and the same batches (float32 (B, size, size, 3) BGR / 255, int32 labels)."""
     from data import Preprocessing, SegmentationDataset, pair_files
+    from tools.benchmark_sections import naive_loop, tfdata_epochs, tfdata_pipeline
     pairs = pair_files(os.path.join(data_dir, "train_image"), os.path.join(data_dir, "train_label"))
-
-    def naive():
-        for image_path, label_path in pairs:
-            cv2.resize(cv2.imread(image_path), (size, size))
-            cv2.resize(cv2.imread(label_path, cv2.IMREAD_GRAYSCALE), (size, size),
-                       interpolation=cv2.INTER_NEAREST)
-    calls, elapsed = timed(naive, seconds, min_calls=1)
-    naive_rate = calls * len(pairs) / elapsed
+    calls, elapsed = timed(lambda: naive_loop(pairs, size, batch_size), seconds, min_calls=1)
+    out = {"files": len(pairs), "naive_images_per_s": calls * len(pairs) / elapsed}
 
     dataset = SegmentationDataset(pairs, batch_size, Preprocessing(size, size), n_classes=256, shuffle=True,
                                   workers=min(4, os.cpu_count() or 1))
@@ -99,8 +119,14 @@ def measure_pipeline(data_dir, size, batch_size, seconds):
             pass
         dataset.on_epoch_end()
     calls, elapsed = timed(epoch, seconds, min_calls=1)
-    return {"files": len(pairs), "naive_images_per_s": naive_rate,
-            "pipeline_images_per_s": calls * len(pairs) / elapsed, "workers": dataset.workers}
+    out.update(pipeline_images_per_s=calls * len(pairs) / elapsed, workers=dataset.workers)
+    try:
+        reference = tfdata_pipeline(pairs, size, batch_size)
+    except ImportError:  # another backend without TensorFlow installed: no reference to compare with
+        return out
+    calls, elapsed = timed(tfdata_epochs(reference, len(dataset)), seconds, min_calls=1)
+    out["tfdata_images_per_s"] = calls * len(pairs) / elapsed
+    return out
 
 
 # === Models ===
@@ -186,7 +212,58 @@ def measure_memory(counts=(100, 1000)):
     return results
 
 
+# === Overhead: train.py against a bare fit ===
+
+def run_overhead(args, ablations):
+    from tools.benchmark_sections import measure_overhead
+    data_dir = args.overhead_data or args.data_dir
+    if not os.path.isdir(data_dir):
+        data_dir = os.path.join(ROOT, "data", "demo")
+    out = measure_overhead(data_dir, args.overhead_model, args.overhead_size, args.batch_size, args.overhead_epochs,
+                           ablations=ablations)
+    out["data_dir"] = data_dir
+    print(f"\noverhead ({args.overhead_model} {args.overhead_size}x{args.overhead_size}, batch {args.batch_size}, "
+          f"{out['train']['images']} images of {data_dir}, fastest of {args.overhead_epochs - 1} timed epochs):")
+    print("| run | img/s | mean img/s | vs bare fit |\n|---|---|---|---|")
+    rows = [("bare model.fit (in memory)", out["bare"], 1.0), ("train.py", out["train"], out["ratio"])]
+    rows += [(f"train.py, {OVERHEAD_ABLATIONS[name]}", timing, timing["ratio"])
+             for name, timing in out["ablations"].items()]
+    for label, timing, ratio in rows:
+        print(f"| {label} | {timing['images_per_s']:.2f} | {timing['mean_images_per_s']:.2f} | {ratio:.2f} |",
+              flush=True)
+    return out
+
+
 # === Report ===
+
+def section_set(text, flag):
+    names = {s.strip() for s in text.split(",") if s.strip()}
+    if names - set(SECTIONS):
+        raise UserError(f"{flag} {text}: unknown section(s) {', '.join(sorted(names - set(SECTIONS)))}; "
+                        f"sections are {', '.join(SECTIONS)}")
+    return names
+
+
+def check_ablations(text):
+    names = list(OVERHEAD_ABLATIONS) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OVERHEAD_ABLATIONS]
+    if unknown:
+        raise UserError(f"--overhead_ablations {', '.join(unknown)} unknown; valid: all, {', '.join(OVERHEAD_ABLATIONS)}")
+    return names
+
+
+def parse_sizes(text):
+    """'1000x1000,6000x4000' -> [(1000, 1000), (6000, 4000)] (height x width)."""
+    sizes = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        parts = item.lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise UserError(f"--slide_sizes {text}: {item!r} is not HEIGHTxWIDTH with positive integers")
+        sizes.append((int(parts[0]), int(parts[1])))
+    if not sizes:
+        raise UserError("--slide_sizes: give at least one HEIGHTxWIDTH size")
+    return sizes
+
 
 def verdict(ok):
     return "MET" if ok else "NOT MET"
@@ -196,9 +273,11 @@ def main(argv=None):
     args = parse_args(argv)
     from Models import MODELS
     from tools.model_summary import VARIANTS
-    skip = {s for s in args.skip.split(",") if s}
-    if skip - set(SECTIONS):
-        raise UserError(f"--skip {args.skip}: sections are {', '.join(SECTIONS)}")
+    skip = section_set(args.skip, "--skip")
+    if args.sections:
+        skip |= set(SECTIONS) - section_set(args.sections, "--sections")
+    ablations = check_ablations(args.overhead_ablations)
+    slide_sizes = parse_sizes(args.slide_sizes)
     names = [n for n in args.models.split(",") if n] or list(MODELS)
     unknown = [n for n in names if n not in MODELS]
     if unknown:
@@ -227,9 +306,14 @@ def main(argv=None):
         data_dir = args.data_dir if os.path.isdir(args.data_dir) else os.path.join(ROOT, "data", "demo")
         pipe = results["pipeline"] = measure_pipeline(data_dir, args.size, args.batch_size, args.seconds)
         pipe["data_dir"] = data_dir
+        tfdata = f"; tf.data {pipe['tfdata_images_per_s']:.1f} img/s" if "tfdata_images_per_s" in pipe else ""
         print(f"pipeline ({pipe['files']} files of {data_dir}, {args.size}x{args.size}): "
               f"{pipe['pipeline_images_per_s']:.1f} img/s with {pipe['workers']} threads; naive cv2 loop "
-              f"{pipe['naive_images_per_s']:.1f} img/s", flush=True)
+              f"{pipe['naive_images_per_s']:.1f} img/s{tfdata}", flush=True)
+        save()
+
+    if "overhead" not in skip:
+        results["overhead"] = run_overhead(args, ablations)
         save()
 
     if "models" not in skip:
@@ -240,7 +324,8 @@ def main(argv=None):
         for name in names:
             for options, label in VARIANTS.get(name, [({}, name)]):
                 try:
-                    row = measure_model(name, options, args.size, args.batch_size, args.seconds)
+                    row = measure_model(name, options, args.size, args.batch_size, args.seconds,
+                                        inference=not args.train_only)
                 except Exception as exc:  # report and go on: one model must not hide the others' numbers
                     print(f"| `{label}` | failed: {str(exc).splitlines()[0][:100]} |", flush=True)
                     continue
@@ -249,7 +334,8 @@ def main(argv=None):
                 results["models"][label] = row
                 print(f"| `{label}` | {row['input']} | {row['gmacs']:.2f} | {row['train_images_per_s']:.2f} | "
                       f"{row['achieved_flops'] / 1e9:.1f} | {row['fraction_of_conv_peak']:.0%} | "
-                      f"{row['keras_infer_images_per_s']:.2f} | {row['onnx_infer_images_per_s']:.2f} | "
+                      f"{row.get('keras_infer_images_per_s', float('nan')):.2f} | "
+                      f"{row.get('onnx_infer_images_per_s', float('nan')):.2f} | "
                       f"{row['compile_s']:.0f} |", flush=True)
                 save()
         if args.variants:
@@ -264,6 +350,16 @@ def main(argv=None):
                                                      for k, v in variants.items()), flush=True)
             save()
 
+    if "slide" not in skip:
+        from tools.benchmark_sections import measure_slide
+        slide = results["slide"] = measure_slide(slide_sizes[0], slide_sizes, args.slide_window)
+        print(f"\nslide inference (unet, {args.slide_window}-pixel windows, stride 2/3): "
+              f"{'x'.join(map(str, slide_sizes[0]))} image slide {slide['slide']['megapixels_per_s']:.3f} MP/s "
+              f"({slide['slide']['seconds']:.1f} s), whole {slide['whole']['megapixels_per_s']:.3f} MP/s "
+              f"({slide['whole']['seconds']:.1f} s); slide peak RSS: " + ", ".join(
+                  f"{size} {row['peak_rss_mb']:.0f} MB" for size, row in slide["memory"].items()), flush=True)
+        save()
+
     if "memory" not in skip:
         memory = results["memory"] = measure_memory()
         print(f"\nmemory (2-epoch unet runs, 64x64): 100 images {memory[100]['peak_rss_mb']:.0f} MB, "
@@ -273,14 +369,24 @@ def main(argv=None):
     # === Targets ===
     print("\ntargets:")
     pipe, models = results.get("pipeline"), results.get("models") or {}
+    if "overhead" in results:
+        ratio = results["overhead"]["ratio"]
+        print(f"  train.py / bare fit >= 0.95: {ratio:.2f} -> {verdict(ratio >= 0.95)}")
     if pipe:
         ratio = pipe["pipeline_images_per_s"] / pipe["naive_images_per_s"]
-        print(f"  input pipeline >= 2x naive loop: {ratio:.2f}x -> {verdict(ratio >= 2)}")
+        print(f"  pipeline / naive loop >= 2.0: {ratio:.2f} -> {verdict(ratio >= 2)}")
+        if "tfdata_images_per_s" in pipe:
+            ratio = pipe["pipeline_images_per_s"] / pipe["tfdata_images_per_s"]
+            print(f"  pipeline / tf.data >= 1.0: {ratio:.2f} -> {verdict(ratio >= 1)}")
         if models:
             fastest = max(models.items(), key=lambda item: item[1]["train_images_per_s"])
             ratio = pipe["pipeline_images_per_s"] / fastest[1]["train_images_per_s"]
             print(f"  input pipeline >= 10x fastest model's training ({fastest[0]}): {ratio:.1f}x -> "
                   f"{verdict(ratio >= 10)}")
+            for label, row in models.items():  # the loader's share: its time per image over the model's
+                share = row["train_images_per_s"] / pipe["pipeline_images_per_s"]
+                print(f"  {label}: loader's share {share:.0%} of the step time -> "
+                      f"{'the device waits for data' if share >= 1 else 'the loader keeps up'}")
     if "unet" in models:
         fraction = models["unet"]["fraction_of_conv_peak"]
         print(f"  unet training >= 50% of conv peak: {fraction:.0%} -> {verdict(fraction >= 0.5)}")
