@@ -197,6 +197,23 @@ def test_at_size_names_the_nearest_legal_sizes():
     assert predictor.nearest_legal_size(40, 55) == (48, 48) and predictor.nearest_legal_size(39, 20) == (32, 32)
 
 
+def test_at_size_keeps_a_bounded_number_of_rebuilt_sizes():
+    from utils.inference import MAX_CACHED_SIZES
+    built = []
+
+    def rebuild(height, width):
+        built.append((height, width))
+        return Predictor(lambda batch: batch[..., :2], (height, width), 2, "toy")
+    predictor = Predictor(lambda batch: batch[..., :2], (8, 8), 2, "toy", size_rule=SizeRule(8), rebuild=rebuild)
+    sizes = [(8 * (i + 2), 8) for i in range(MAX_CACHED_SIZES + 1)]
+    for size in sizes + sizes[-MAX_CACHED_SIZES:]:  # the last ones again: cached
+        predictor.at_size(*size)
+    assert built == sizes
+    assert predictor.at_size(8, 8) is predictor
+    predictor.at_size(*sizes[0])  # the oldest was dropped: built again
+    assert built == sizes + [sizes[0]]
+
+
 # === TTA ===
 
 @pytest.mark.parametrize("mode", ["resize", "whole", "slide"])

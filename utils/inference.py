@@ -31,6 +31,9 @@ SIDECAR_SUFFIX = ".json"
 
 
 PREDICTOR_KINDS = ("keras", "onnx", "savedmodel", "tflite", "openvino", "ncnn")
+# Rebuilt models kept per predictor (`at_size`): `whole` on a folder of many image sizes would
+# otherwise hold one model per size.
+MAX_CACHED_SIZES = 8
 
 
 def model_format(path, flag="--weights_path"):
@@ -48,7 +51,8 @@ class Predictor:
     and `__call__(batch) -> probabilities`; the size protocol of `utils.tiling`.
 
     Other sizes: with a `size_rule` (`Models.SizeRule`) and `rebuild(h, w) -> Predictor`, `at_size`
-    returns the predictor for any size the rule allows (built once per size, then cached);
+    returns the predictor for any size the rule allows (built once per size; the last
+    `MAX_CACHED_SIZES` other sizes are kept);
     without them the model is fixed-size and `at_size` accepts only `input_size`, saying why
     in one line (`fixed_reason`: e.g. "model.onnx is a fixed-size onnx export (32x32)").
     """
@@ -89,6 +93,8 @@ class Predictor:
                 str(v) for v in sorted(set(self.size_rule.nearest(value)))) for axis, value in bad)
             raise UserError(f"the model cannot take {size[0]}x{size[1]} inputs ({self.size_rule.describe()}; "
                             f"{nearest})")
+        if len(self._sizes) > MAX_CACHED_SIZES:  # the oldest other size goes: each holds a copy of the weights
+            del self._sizes[next(key for key in self._sizes if key != self.input_size)]
         self._sizes[size] = self._rebuild(*size)
         return self._sizes[size]
 
