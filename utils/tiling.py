@@ -231,13 +231,15 @@ def predict_images(images, predictor, prep, mode, stride=None, scales=(1.0,), fl
 def _owned(probs):
     """`probs` itself when it can take the later passes in place, else a copy (a mirrored view, a
     read-only runtime buffer): one accumulator per image, not two."""
-    if probs.dtype == np.float32 and probs.flags.c_contiguous and probs.flags.writeable and probs.base is None:
+    whole_buffer = probs.base is None or getattr(probs.base, "size", None) == probs.size  # e.g. a reshape
+    if probs.dtype == np.float32 and probs.flags.c_contiguous and probs.flags.writeable and whole_buffer:
         return probs
     return np.array(probs, dtype=np.float32, order="C")
 
 
 def _one_pass(image, predictor, prep, mode, stride, scale, flipped, batch_size):
-    """One `whole` or `slide` pass at one scale, back at the image's size (mirrored if `flipped`)."""
+    """One `whole` or `slide` pass at one scale, resized back to the image's size; for `flipped` it is
+    still mirrored (the caller mirrors it back)."""
     height, width = image.shape[:2]
     source = _scaled(image[:, ::-1] if flipped else image, scale)
     if mode == "whole":
