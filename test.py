@@ -217,16 +217,24 @@ def predict_all(args, pairs, predict, out_dir):
     # resize sends a batch of images per call; whole and slide batch the windows of one image.
     group = args.batch_size if args.inference_mode == "resize" else 1
     batches = [pairs[i:i + group] for i in range(0, len(pairs), group)]
+
+    def read(batch):
+        """-> (full images for the outputs, resize mode: the network inputs as training made them)."""
+        images = [read_image(path) for path, _ in batch]
+        if args.inference_mode != "resize" or prep.resize_op == 3:  # crops have no fit of their own
+            return images, None
+        return images, [prep.load_image(path)[0] for path, _ in batch]
+
     with ThreadPoolExecutor(2) as pool:
-        reads = deque(pool.submit(lambda b=b: [read_image(path) for path, _ in b]) for b in batches[:2])
+        reads = deque(pool.submit(read, b) for b in batches[:2])
         writes = deque()
         for index, batch in enumerate(batches):
-            images = reads.popleft().result()
+            images, inputs = reads.popleft().result()
             if index + 2 < len(batches):  # keep two batches decoding ahead
-                reads.append(pool.submit(lambda b=batches[index + 2]: [read_image(path) for path, _ in b]))
+                reads.append(pool.submit(read, batches[index + 2]))
             try:
                 probs = predict_images(images, predict, prep, args.inference_mode, args.stride, args.scales,
-                                       args.tta_flip, args.batch_size)
+                                       args.tta_flip, args.batch_size, inputs)
             except UserError as exc:  # whole/slide: a size this image needs; resize: the same for every batch
                 raise UserError(f"{batch[0][0]}: {exc}" if group == 1 else str(exc)) from None
             for (image_path, label_path), image, prob in zip(batch, images, probs):

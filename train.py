@@ -402,8 +402,10 @@ def train(args, run, session, data, callbacks):
 
     def fit(until):
         try:
+            # shuffle=False: the data set draws its own order from (seed, epoch), so a resumed run sees the
+            # batches an uninterrupted one would (Keras' shuffle reorders batches with Python's `random`).
             model.fit(train_data, validation_data=val_data, epochs=until, initial_epoch=run.completed,
-                      callbacks=callbacks, verbose=verbose)
+                      callbacks=callbacks, verbose=verbose, shuffle=False)
         except Exception:
             # TensorFlow re-raises a batch's UserError (a bad label file) as its own error type.
             for generator in (train_data, val_data):

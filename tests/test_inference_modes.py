@@ -161,3 +161,27 @@ def test_a_bad_label_found_by_the_writer_threads_is_one_line(trained, tmp_path):
                               "--val_annotations", bad_labels, "--inference_mode", "slide",
                               "--output_path", tmp_path / "o"),
                           "odd1.png: label size 10x10 differs from image")
+
+
+def test_resize_mode_predicts_the_pixels_training_saw_on_jpegs(trained, tmp_path):
+    """A large JPEG is decoded at a reduced scale for training (utils.image.read_image_for); test.py's resize
+    mode feeds the model that same input, not a full decode resized (which differs by a few grey levels)."""
+    from data import Preprocessing
+    from utils.inference import load_predictor
+    from utils.image import read_image, restore_probabilities
+    from utils.run import find_run_config
+    checkpoint, _, _ = trained
+    folder = tmp_path / "jpegs"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (150, 130, 3)).astype(np.uint8), (0, 0), 1.0)
+    cv2.imwrite(str(folder / "big.jpg"), image)
+    config = find_run_config(checkpoint)
+    prep = Preprocessing(32, 32, config["image_init"], 1, 255, config["channel_order"])
+    predictor = load_predictor(checkpoint, run_config=config)
+    training_input, _ = prep.load_image(str(folder / "big.jpg"))
+    full = read_image(str(folder / "big.jpg"))
+    assert np.abs(training_input - prep.image(full)).max() > 0  # the two decodes differ, so the test can fail
+    expected = restore_probabilities(predictor(training_input[None])[0], 150, 130, 1).argmax(-1)
+    masks = predict_cli(checkpoint, str(folder), tmp_path / "out", "--inference_mode", "resize")
+    np.testing.assert_array_equal(masks["big.png"], expected)

@@ -116,11 +116,12 @@ def _resize_size(predictor, scale):
     return tuple(predictor.nearest_legal_size(max(1, round(scale * height)), max(1, round(scale * width))))
 
 
-def _predict_resize(images, predictor, prep, scale):
-    """`resize` for a list of images in one call -> list of (H_i, W_i, C) probabilities."""
+def _predict_resize(images, predictor, prep, scale, inputs=None):
+    """`resize` for a list of images in one call -> list of (H_i, W_i, C) probabilities. `inputs`: the
+    network inputs already made at the predictor's own size (used at scale 1 only)."""
     size = _resize_size(predictor, scale)
     net = predictor if size == tuple(predictor.input_size) else predictor.at_size(*size)
-    probs = net(_network_inputs(images, prep, size))
+    probs = net(np.stack(inputs) if inputs is not None and scale == 1 else _network_inputs(images, prep, size))
     op = _resize_op(prep)
     return [restore_probabilities(prob, img.shape[0], img.shape[1], op) for img, prob in zip(images, probs)]
 
@@ -201,9 +202,15 @@ def predict_image(image, predictor, prep, mode, stride=None, scales=(1.0,), flip
     return predict_images([image], predictor, prep, mode, stride, scales, flip, batch_size)[0]
 
 
-def predict_images(images, predictor, prep, mode, stride=None, scales=(1.0,), flip=False, batch_size=4):
+def predict_images(images, predictor, prep, mode, stride=None, scales=(1.0,), flip=False, batch_size=4,
+                   inputs=None):
     """`predict_image` for each image of `images`; `resize` sends them to the predictor in one batch
-    (the caller chooses how many), the other modes one image at a time."""
+    (the caller chooses how many), the other modes one image at a time.
+
+    inputs: `resize` only, the images' network inputs as training made them (`Preprocessing.load_image`:
+    a JPEG decoded at a reduced scale), so that prediction sees the pixels training saw; `images` (the
+    full decode) then only gives the output sizes and the other scales' inputs.
+    """
     _check_mode(mode)
     scales = parse_scales(scales)
     if mode == "slide":
@@ -212,8 +219,9 @@ def predict_images(images, predictor, prep, mode, stride=None, scales=(1.0,), fl
     passes = _passes(scales, flip)
     for scale, flipped in passes:
         if mode == "resize":  # the network size follows the scale; the image goes straight to it
-            inputs = [img[:, ::-1] if flipped else img for img in images]
-            outputs = _predict_resize(inputs, predictor, prep, scale)
+            sources = [img[:, ::-1] if flipped else img for img in images]
+            ready = None if inputs is None else [x[:, ::-1] if flipped else x for x in inputs]
+            outputs = _predict_resize(sources, predictor, prep, scale, ready)
         else:
             outputs = [_one_pass(img, predictor, prep, mode, stride, scale, flipped, batch_size) for img in images]
         for i, probs in enumerate(outputs):
