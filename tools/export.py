@@ -40,7 +40,8 @@ TWO_FILE_FORMATS = ("openvino", "ncnn")  # the graph file plus its .bin beside i
 PARITY_BATCH = 2  # more than one image: proves the batch dimension is really dynamic
 # The settings of the run config that a deployment needs.
 PREPROCESSING_KEYS = ("model_name", "input_height", "input_width", "n_classes", "image_init", "resize_op",
-                      "ignore_label", "class_names", "data_root", "dataset_name", "backbone")
+                      "ignore_label", "class_names", "data_root", "dataset_name", "backbone",
+                      "inference_mode", "stride")  # test.py slides a crop-trained export as the run did
 
 
 def parse_args(argv=None):
