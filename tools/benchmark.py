@@ -42,7 +42,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.cli import positive_int  # noqa: E402  (also quiets TensorFlow's C++ logging)
 from utils.errors import UserError, run_cli  # noqa: E402
-from tools.benchmark_sections import OVERHEAD_ABLATIONS  # noqa: E402  (Keras-free at import)
+from tools.benchmark_sections import OVERHEAD_ABLATIONS, check_ablations, parse_sizes  # noqa: E402  (Keras-free)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ("peak", "pipeline", "models", "memory", "overhead", "slide")
@@ -56,12 +56,16 @@ def parse_args(argv=None):
     p.add_argument("--data_dir", default=os.path.join(os.path.dirname(ROOT), "shared", "datasets", "bbufdataset"),
                    help="data set folder for the pipeline section (falls back to data/demo)")
     p.add_argument("--seconds", type=float, default=10.0, help="minimum timed seconds per measurement")
-    p.add_argument("--sections", default="", help=f"comma-separated sections to run (default: all): {', '.join(SECTIONS)}")
+    p.add_argument("--sections", default="",
+                   help=f"comma-separated sections to run (default: all): {', '.join(SECTIONS)}")
     p.add_argument("--skip", default="", help=f"comma-separated sections to skip: {', '.join(SECTIONS)}")
     p.add_argument("--overhead_model", default="unet")
     p.add_argument("--overhead_size", type=positive_int, default=128)
     p.add_argument("--overhead_epochs", type=positive_int, default=4, help="epochs per side; the first is not timed")
-    p.add_argument("--overhead_data", default=None, help="data set folder of the overhead section (default: --data_dir)")
+    p.add_argument("--overhead_repeats", type=positive_int, default=1,
+                   help="alternate bare and train.py runs this many times (fastest epoch of all; a busy machine)")
+    p.add_argument("--overhead_data", default=None,
+                   help="data set folder of the overhead section (default: --data_dir)")
     p.add_argument("--overhead_ablations", default="", help="comma-separated, or 'all': train.py runs with one piece "
                                                             "off (per_class, metrics, tensorboard, checkpoints, "
                                                             "callbacks, workers1, memory_loader)")
@@ -119,7 +123,9 @@ def measure_pipeline(data_dir, size, batch_size, seconds):
             pass
         dataset.on_epoch_end()
     calls, elapsed = timed(epoch, seconds, min_calls=1)
-    out.update(pipeline_images_per_s=calls * len(pairs) / elapsed, workers=dataset.workers)
+    # data.SegmentationDataset builds batches on its own `threads`; Keras' enqueuer sees one worker.
+    out.update(pipeline_images_per_s=calls * len(pairs) / elapsed,
+               workers=getattr(dataset, "threads", dataset.workers))
     try:
         reference = tfdata_pipeline(pairs, size, batch_size)
     except ImportError:  # another backend without TensorFlow installed: no reference to compare with
@@ -220,10 +226,10 @@ def run_overhead(args, ablations):
     if not os.path.isdir(data_dir):
         data_dir = os.path.join(ROOT, "data", "demo")
     out = measure_overhead(data_dir, args.overhead_model, args.overhead_size, args.batch_size, args.overhead_epochs,
-                           ablations=ablations)
+                           ablations=ablations, repeats=args.overhead_repeats)
     out["data_dir"] = data_dir
     print(f"\noverhead ({args.overhead_model} {args.overhead_size}x{args.overhead_size}, batch {args.batch_size}, "
-          f"{out['train']['images']} images of {data_dir}, fastest of {args.overhead_epochs - 1} timed epochs):")
+          f"{out['train']['images']} images of {data_dir}, fastest of {len(out['train']['epoch_s'])} timed epochs):")
     print("| run | img/s | mean img/s | vs bare fit |\n|---|---|---|---|")
     rows = [("bare model.fit (in memory)", out["bare"], 1.0), ("train.py", out["train"], out["ratio"])]
     rows += [(f"train.py, {OVERHEAD_ABLATIONS[name]}", timing, timing["ratio"])
@@ -242,27 +248,6 @@ def section_set(text, flag):
         raise UserError(f"{flag} {text}: unknown section(s) {', '.join(sorted(names - set(SECTIONS)))}; "
                         f"sections are {', '.join(SECTIONS)}")
     return names
-
-
-def check_ablations(text):
-    names = list(OVERHEAD_ABLATIONS) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in OVERHEAD_ABLATIONS]
-    if unknown:
-        raise UserError(f"--overhead_ablations {', '.join(unknown)} unknown; valid: all, {', '.join(OVERHEAD_ABLATIONS)}")
-    return names
-
-
-def parse_sizes(text):
-    """'1000x1000,6000x4000' -> [(1000, 1000), (6000, 4000)] (height x width)."""
-    sizes = []
-    for item in (t.strip() for t in text.split(",") if t.strip()):
-        parts = item.lower().split("x")
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise UserError(f"--slide_sizes {text}: {item!r} is not HEIGHTxWIDTH with positive integers")
-        sizes.append((int(parts[0]), int(parts[1])))
-    if not sizes:
-        raise UserError("--slide_sizes: give at least one HEIGHTxWIDTH size")
-    return sizes
 
 
 def verdict(ok):

@@ -24,6 +24,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+from utils.errors import UserError  # noqa: E402
 
 # name -> what train.py runs without (see _train_side)
 OVERHEAD_ABLATIONS = {
@@ -35,6 +36,30 @@ OVERHEAD_ABLATIONS = {
     "workers1": "--workers 1",
     "memory_loader": "batches decoded once, served from memory by a PyDataset (the adapter's cost alone)",
 }
+
+
+# === Flags of these sections (tools/benchmark.py) ===
+
+def check_ablations(text):
+    names = list(OVERHEAD_ABLATIONS) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OVERHEAD_ABLATIONS]
+    if unknown:
+        raise UserError(f"--overhead_ablations {', '.join(unknown)} unknown; "
+                        f"valid: all, {', '.join(OVERHEAD_ABLATIONS)}")
+    return names
+
+
+def parse_sizes(text):
+    """'1000x1000,6000x4000' -> [(1000, 1000), (6000, 4000)] (height x width)."""
+    sizes = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        parts = item.lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise UserError(f"--slide_sizes {text}: {item!r} is not HEIGHTxWIDTH with positive integers")
+        sizes.append((int(parts[0]), int(parts[1])))
+    if not sizes:
+        raise UserError("--slide_sizes: give at least one HEIGHTxWIDTH size")
+    return sizes
 
 
 # === Overhead: train.py against a bare fit ===
@@ -162,22 +187,35 @@ def time_side(side, data_dir, model="unet", size=128, batch_size=4, epochs=3, n_
     return timing
 
 
-def measure_overhead(data_dir, model="unet", size=128, batch_size=4, epochs=3, n_classes=2, ablations=()):
+def measure_overhead(data_dir, model="unet", size=128, batch_size=4, epochs=3, n_classes=2, ablations=(),
+                     repeats=1):
     """{"bare": timing, "train": timing, "ratio": train / bare, "ablations": {name: timing}} (see time_side).
 
     Rates (and the ratio) are of each side's fastest steady-state epoch; `mean_images_per_s` beside them.
+    `repeats` > 1 alternates bare and train.py runs that many times and pools their epochs: on a machine
+    shared with other work, the fastest of more epochs is a steadier estimate of each side's own speed.
     """
     if epochs < 2:
         raise ValueError("the overhead needs 2 or more epochs: the first one is not timed")
     kwargs = dict(model=model, size=size, batch_size=batch_size, epochs=epochs, n_classes=n_classes)
-    bare = time_side("bare", data_dir, **kwargs)
-    full = time_side("train", data_dir, **kwargs)
+    runs = {"bare": [], "train": []}
+    for _ in range(max(1, repeats)):
+        for side in runs:
+            runs[side].append(time_side(side, data_dir, **kwargs))
+    bare, full = (_pooled(runs[side]) for side in ("bare", "train"))
     out = {"bare": bare, "train": full, "ratio": full["images_per_s"] / bare["images_per_s"], "ablations": {}}
     for name in ablations:
         timing = time_side("train", data_dir, ablation=name, **kwargs)
         timing["ratio"] = timing["images_per_s"] / bare["images_per_s"]
         out["ablations"][name] = timing
     return out
+
+
+def _pooled(timings):
+    epochs = [s for timing in timings for s in timing["epoch_s"]]
+    images = timings[0]["images"]
+    return {"images": images, "epoch_s": epochs, "images_per_s": images / min(epochs),
+            "mean_images_per_s": images * len(epochs) / sum(epochs)}
 
 
 # === Input pipeline references ===
