@@ -5,7 +5,7 @@
 # each model's "loader's share" (model rate / pipeline rate: >= 100% means the device waits for data)
 # and train.py against a bare fit of unet (the same question inside the real training loop).
 #
-#   bash tools/gpu_benchmark.sh                    # ~8 minutes on one GPU once JAX sees it
+#   bash tools/gpu_benchmark.sh                    # ~8-10 minutes on one GPU once JAX sees it
 #   SIZES=224 SECONDS_PER=3 bash tools/gpu_benchmark.sh
 #
 # Needs a CUDA JAX (pip install "jax[cuda12]"); refuses to run on JAX's CPU. The pipeline is CPU work:
@@ -19,6 +19,9 @@ BATCH=${BATCH:-8}
 SECONDS_PER=${SECONDS_PER:-5}
 DATA_DIR=${DATA_DIR:-../shared/datasets/bbufdataset}
 OUT=${OUT:-gpu-benchmark}
+# On the first size only, train.py reruns without these (on JAX-on-CPU at 32x32 train.py ran at 0.12x a bare fit:
+# per-epoch costs, to be pinned at a real size).
+ABLATIONS=${ABLATIONS:-checkpoints,tensorboard}
 mkdir -p "$OUT"
 
 python - <<'PY'
@@ -39,6 +42,8 @@ for size in $SIZES; do
     --output "$OUT/models_${size}.json"
   # The real training loop against a bare fit (3 epochs: the first, with XLA compilation, is not timed).
   python tools/benchmark.py --sections overhead --overhead_model unet --overhead_size "$size" \
-    --overhead_epochs 3 --batch_size "$BATCH" --data_dir "$DATA_DIR" --output "$OUT/overhead_${size}.json"
+    --overhead_epochs 3 --batch_size "$BATCH" --data_dir "$DATA_DIR" --overhead_ablations "$ABLATIONS" \
+    --output "$OUT/overhead_${size}.json"
+  ABLATIONS=""
 done
 echo "results under $OUT/"
