@@ -73,3 +73,30 @@ def test_bad_crop_flags(tmp_path, flags, fragments):
         assert all(f in result.stderr for f in fragments), result.stderr
     else:
         assert_one_line_error(result, *fragments)
+
+
+# === tools/benchmark_quality.py --table native ===
+
+def test_benchmark_quality_native_rows_on_membrane(tmp_path):
+    from conftest import shared_dataset
+    shared_dataset("membrane")
+    result = run_script("tools/benchmark_quality.py", "--table", "native", "--rows", "1,2", "--minutes", "0.0001",
+                        "--size", 32, "--crops_per_image", 1, "--output_dir", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(tmp_path / "native" / "results.json") as handle:
+        resize_row, crop_row = json.load(handle)
+    for row in (resize_row, crop_row):  # one epoch each: --max_minutes ends the run at the first epoch end
+        assert row["epochs"] == 1 and 0 <= row["mIoU"] <= 1 and set(row["per_class_iou"]) == {"membrane", "cell"}
+        assert "--max_minutes 0.0001" in row["train_command"] and "--validate false" in row["train_command"]
+    assert "--resize_op 1" in resize_row["train_command"] and "--resize_op 3" in crop_row["train_command"]
+    with open(os.path.join(tmp_path, "native", "row01", "unet", "config.json")) as handle:
+        assert json.load(handle)["inference_mode"] == "slide"  # so test.py slid over the 512x512 slices
+    table = (tmp_path / "native" / "table.md").read_text()
+    assert "Every row trains for --max_minutes 0.0001" in table
+    assert f"| `membrane unet, crops + slide (--resize_op 3)` | {crop_row['mIoU']:.4f} |" in table
+
+
+def test_benchmark_quality_native_row_numbers_are_checked(tmp_path):
+    result = run_script("tools/benchmark_quality.py", "--table", "native", "--rows", "4",
+                        "--output_dir", str(tmp_path))
+    assert_one_line_error(result, "--rows 4", "rows 1..3")
