@@ -18,6 +18,16 @@ The batch dimension stays dynamic except in NCNN, whose model has a fixed
 batch of 1, a fixed input size and NCHW layout (utils/deploy_export.py says
 why); OpenVINO and NCNN need requirements-deploy.txt.
 
+Height and width are dynamic too (ONNX, SavedModel, TFLite, OpenVINO) when
+the run config names a model whose architecture builds at (None, None): that
+build, holding the checkpoint's weights, is what is exported, and the parity
+check runs at the training size and at a second legal size. icnet, pspnet and
+deeplab_v3+ resize to sizes computed from the input size and export at the
+training size, as before. The settings file says which (`dynamic_size`) and
+carries the size rule (`size_multiple`, `size_minimum`), so a predictor
+checks sizes without the model registry; `input_height`/`input_width` stay
+the training size, slide's window.
+
 An existing output is never overwritten: the export is written under a
 temporary name and renamed into place only when it has passed the check.
 """
@@ -117,26 +127,33 @@ def parity_batch(height, width, image_init, seed, n=PARITY_BATCH):
     return np.stack(images).astype(np.float32)
 
 
-def check_parity(expected, exported_path, batch):
+def check_parity(expected, exported_path, batch, rule=None, others=()):
     """(largest |export - keras| over `batch`, the export's Predictor), given Keras' `expected` output.
 
-    The Predictor also names the export's input and output tensors for the settings file.
+    A dynamic-size export (`rule`: its size rule) is also run on each (expected, batch) of `others`,
+    at that batch's size, through the same session. The Predictor also names the export's input and
+    output tensors for the settings file.
     """
     import numpy as np
 
     from utils.inference import load_predictor
     # NCNN's .param does not record the input size: give what the settings file will say.
     settings = dict(input_height=batch.shape[1], input_width=batch.shape[2], n_classes=expected.shape[-1])
+    if rule is not None:
+        settings.update(size_settings(rule, dynamic=True))
+    diff = 0.0
     try:
         predictor = load_predictor(exported_path, flag="", settings=settings)
-        actual = predictor(batch)
+        for want, images in [(expected, batch), *others]:
+            actual = predictor.at_size(*images.shape[1:3])(images)
+            if actual.shape != want.shape:
+                raise RuntimeError(f"it returned shape {actual.shape}, the Keras model {want.shape}")
+            diff = max(diff, float(np.abs(actual - want).max()))
     except Exception as exc:  # the runtime rejects what the converter wrote: report it as a failed check
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         reason = reason.replace(f"{exported_path}: ", "")  # the temporary path says nothing: keep the why
         raise RuntimeError(f"the export does not load or run in its runtime: {reason[:300]}") from None
-    if actual.shape != expected.shape:
-        raise RuntimeError(f"{exported_path} returned shape {actual.shape}, the Keras model {expected.shape}")
-    return float(np.abs(actual - expected).max()), predictor
+    return diff, predictor
 
 
 def _remove(path):
@@ -152,12 +169,68 @@ def output_files(path, fmt):
     return [path, weights_path(path)] if fmt in TWO_FILE_FORMATS else [path]
 
 
+# === Dynamic height and width ===
+
+def dynamic_model(model, model_name, options=None, build=True):
+    """(`model_name`'s architecture built for any height and width holding `model`'s weights or None,
+    its size rule or None, why not dynamic or None). Architectures that resize to fixed sizes (icnet,
+    pspnet, deeplab_v3+) cannot be built at (None, None); a weight list that does not fit means the
+    run config names another architecture. `build=False` only finds the rule."""
+    import Models
+    from utils.inference import main_output_model
+    try:
+        entry = Models.get_entry(model_name)
+        resolved = entry.resolve(options or {})
+        rule = entry.size_rule(resolved)
+    except UserError as exc:
+        return None, None, str(exc)
+    if not build:
+        return None, rule, None
+    model = main_output_model(model)
+    try:
+        built = main_output_model(entry.load_builder()(model.output_shape[-1], None, None, **resolved))
+    except Exception as exc:  # the builder needs fixed sizes (a resize to a computed size, a pooling grid)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return None, rule, f"{model_name} cannot be built for a dynamic height and width ({reason[:120]})"
+    source = model.get_weights()
+    if [w.shape for w in source] != [w.shape for w in built.get_weights()]:
+        return None, rule, f"the checkpoint's weights do not fit {model_name} {resolved} as its run config says"
+    built.set_weights(source)
+    return built, rule, None
+
+
+def other_size(height, width, rule):
+    """A second legal, non-square size for the parity check of a dynamic export."""
+    return height + rule.multiple, width + 2 * rule.multiple
+
+
+def other_size_case(model, model_name, options, rule, image_init, seed):
+    """(expected, batch) at `other_size` for the parity check of a dynamic export. The reference is
+    the architecture built at that size through the registry holding `model`'s weights (what a
+    `.keras` checkpoint runs in `whole` mode), not the dynamic build itself, so a dynamic build that
+    is right only at the training size fails the check."""
+    import keras
+
+    from utils.inference import rebuilt_model
+    height, width = other_size(*model.input_shape[1:3], rule)
+    batch = parity_batch(height, width, image_init, seed)
+    reference = rebuilt_model(model, model_name, model.output_shape[-1], height, width, options)
+    return keras.ops.convert_to_numpy(reference(batch, training=False)).astype("float32"), batch
+
+
+def size_settings(rule, dynamic):
+    """The settings-file keys of the size rule: what a predictor checks sizes with."""
+    return dict(dynamic_size=bool(dynamic), size_multiple=rule.multiple, size_minimum=rule.smallest)
+
+
 # === The settings file ===
 
-def export_settings(fmt, config, checkpoint, shape, names, diff, args):
+def export_settings(fmt, config, checkpoint, shape, names, diff, args, rule=None, dynamic=False):
     """The `<output>.json` a deployment reads: the run's preprocessing settings, the export's tensors
-    and shapes, and the parity it passed. `shape` is (height, width, n_classes), `names` the export's
-    (input name, output name). Every key is set here, so a new one is a one-line addition."""
+    and shapes, and the parity it passed. `shape` is (height, width, n_classes), the training size
+    (slide's window) even for a `dynamic` export, whose height and width may be any size `rule`
+    allows; `names` the export's (input name, output name). Every key is set here, so a new one is a
+    one-line addition."""
     height, width, n_classes = shape
     meta = {key: config[key] for key in PREPROCESSING_KEYS if key in config}
     if fmt == "ncnn":  # fixed batch of 1, NCHW (see utils/deploy_export.py)
@@ -172,7 +245,10 @@ def export_settings(fmt, config, checkpoint, shape, names, diff, args):
         # RGB for --encoder_weights MobileNet/Xception runs, BGR (OpenCV's order) otherwise
         channel_order=str(config.get("channel_order", "bgr")).upper(), input_dtype="float32",
         output="softmax probabilities, float32", opset=args.opset, max_abs_diff=diff, atol=args.atol,
+        dynamic_size=bool(dynamic),
     )
+    if rule is not None:  # a predictor checks sizes with these, without the model registry
+        meta.update(size_settings(rule, dynamic))
     return meta
 
 
@@ -211,23 +287,41 @@ def main(argv=None):
     batch = parity_batch(height, width, image_init, args.seed)
     # A direct call also marks a freshly loaded model as built-and-called, which the ONNX exporter requires.
     expected = keras.ops.convert_to_numpy(model(batch, training=False)).astype("float32")
+    dynamic, rule, fixed_why = None, None, "no run config (config.json) names the model"
+    if config.get("model_name"):  # NCNN's converter takes one fixed input shape
+        dynamic, rule, fixed_why = dynamic_model(model, config["model_name"], config.get("model_options"),
+                                                 build=args.format != "ncnn")
+    attempts = [(model, None, [])]
+    if dynamic is not None:
+        other = other_size_case(model, config["model_name"], config.get("model_options"), rule, image_init,
+                                args.seed + 1)
+        dynamic(other[1][:1], training=False)  # built-and-called, as the ONNX exporter requires
+        attempts.insert(0, (dynamic, rule, [other]))
+    elif args.format == "ncnn":
+        fixed_why = "an NCNN model has a fixed input size"
 
     # === Export under a temporary name, check, then move into place ===
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     head, tail = os.path.split(os.path.abspath(output))
     tmp = os.path.join(head, f".tmp-{os.getpid()}-{tail}")
     try:
-        start = time.perf_counter()
-        try:
-            export_model(model, args.format, tmp, args.opset)
-        except UserError:  # a missing runtime package: the one line that names requirements-deploy.txt
-            raise
-        except Exception as exc:  # a converter's refusal: say which model and format, keep the reason
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SystemExit(f"error: {checkpoint}: {args.format} export failed: {reason}") from None
+        for exported_model, dynamic_rule, others in attempts:
+            start = time.perf_counter()
+            try:
+                export_model(exported_model, args.format, tmp, args.opset)
+                break
+            except UserError:  # a missing runtime package: the one line that names requirements-deploy.txt
+                raise
+            except Exception as exc:  # a converter's refusal: say which model and format, keep the reason
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                for tmp_file in output_files(tmp, args.format):
+                    _remove(tmp_file)
+                if dynamic_rule is None:
+                    raise SystemExit(f"error: {checkpoint}: {args.format} export failed: {reason}") from None
+                fixed_why = f"the dynamic-size {args.format} export failed ({reason[:120]})"
         export_seconds = time.perf_counter() - start
         try:
-            diff, exported = check_parity(expected, tmp, batch)
+            diff, exported = check_parity(expected, tmp, batch, dynamic_rule, others)
         except RuntimeError as exc:
             raise SystemExit(f"error: parity check failed: {exc}") from None
         if not diff <= args.atol:
@@ -240,7 +334,7 @@ def main(argv=None):
             _remove(tmp_file)
 
     meta = export_settings(args.format, config, checkpoint, (height, width, n_classes),
-                           (exported.input_name, exported.output_name), diff, args)
+                           (exported.input_name, exported.output_name), diff, args, rule, dynamic_rule is not None)
     write_json_atomic(sidecar_path(output), meta)
     print(f"exported {checkpoint} -> {' + '.join(files)} ({args.format}, {export_seconds:.1f} s)")
     layout = "(1, 3, {0}, {1})" if args.format == "ncnn" else "(N, {0}, {1}, 3)"
@@ -248,7 +342,13 @@ def main(argv=None):
     print(f"input {meta['input_name']!r} {layout.format(height, width)} float32 {meta['channel_order']}, "
           f"image_init={image_init}; output {meta['output_name']!r} {out_layout.format(height, width, n_classes)} "
           f"probabilities")
-    print(f"parity: max |{args.format} - keras| = {diff:.3g} over {PARITY_BATCH} images (atol {args.atol:g}): ok")
+    if dynamic_rule is not None:
+        print(f"dynamic height and width: any size with {dynamic_rule.describe()} (trained at {height}x{width})")
+    else:
+        print(f"fixed size {height}x{width}: {fixed_why}")
+    sizes = " and ".join(f"{b.shape[1]}x{b.shape[2]}" for b in [batch] + [images for _, images in others])
+    print(f"parity: max |{args.format} - keras| = {diff:.3g} over {PARITY_BATCH} images at {sizes} "
+          f"(atol {args.atol:g}): ok")
     print(f"settings: {sidecar_path(output)}")
     return 0
 

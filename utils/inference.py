@@ -17,10 +17,11 @@ tools/export.py): the run configuration plus the input/output names.
 Sizes (`utils.tiling` asks): a checkpoint loaded with its run config (or
 `keras_predictor(model, run_config)`) is rebuilt at any size its model's
 rule allows (`Predictor.at_size`, weights copied, one model per size);
-exports and models without a run config take only their own size.
+an export with `dynamic_size: true` in its settings file runs its one session
+at any size the recorded rule allows; other exports and models without a run
+config take only their own size. The runtimes' loaders: utils/export_predictors.py.
 """
 import os
-import warnings
 
 import numpy as np
 
@@ -204,145 +205,23 @@ def keras_predictor(model, run_config=None):
                                   "(config.json) to rebuild it at another size")
 
 
-# === Exported formats ===
+# === Exported formats (their runtimes: utils/export_predictors.py) ===
 
-def onnx_predictor(path, threads=None):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    input_meta, output_meta = session.get_inputs()[0], session.get_outputs()[0]
-
-    def run(batch):
-        return session.run([output_meta.name], {input_meta.name: batch})[0]
-    return Predictor(run, input_meta.shape[1:3], output_meta.shape[-1], "onnx", input_meta.name, output_meta.name)
-
-
-def savedmodel_predictor(path):
-    import tensorflow as tf
-    loaded = tf.saved_model.load(path)
-    if "serving_default" not in loaded.signatures:
-        raise UserError(f"{path}: the SavedModel has no serving_default signature (export it with tools/export.py)")
-    signature = loaded.signatures["serving_default"]
-    ((input_name, input_spec),) = signature.structured_input_signature[1].items()
-    ((output_name, output_spec),) = signature.structured_outputs.items()
-
-    def run(batch):
-        return loaded.serve(tf.constant(batch)).numpy()
-    return Predictor(run, input_spec.shape[1:3], output_spec.shape[-1], "savedmodel", input_name, output_name)
-
-
-def _tflite_interpreter(path):
-    try:  # LiteRT is tf.lite's successor; use it when installed
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import tensorflow as tf
-        Interpreter = tf.lite.Interpreter
-    with open(path, "rb") as handle:
-        content = handle.read()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-        # From a buffer the interpreter runs the flatbuffer verifier first; from a path it does not, and
-        # a damaged file then crashes the process (a segmentation fault) instead of raising.
-        return Interpreter(model_content=content)
-
-
-def tflite_predictor(path):
-    interpreter = _tflite_interpreter(path)
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    allocated = [None]
-
-    def run(batch):
-        if allocated[0] != batch.shape:  # the batch dimension is dynamic: resize once per new batch size
-            interpreter.resize_tensor_input(input_detail["index"], batch.shape)
-            interpreter.allocate_tensors()
-            allocated[0] = batch.shape
-        interpreter.set_tensor(input_detail["index"], batch)
-        interpreter.invoke()
-        return interpreter.get_tensor(output_detail["index"]).copy()
-    return Predictor(run, input_detail["shape"][1:3], output_detail["shape"][-1], "tflite", input_detail["name"],
-                     output_detail["name"])
-
-
-def openvino_predictor(path, threads=None):
-    """The IR keeps a dynamic batch; it is compiled once per batch size seen, with that size fixed:
-    OpenVINO's CPU plugin fails on some dynamic graphs (pspnet's and icnet's pyramid pooling: its
-    ShuffleChannelsFusion pass "cannot get length of dynamic dimension")."""
-    from utils.deploy_export import require
-    ov = require("openvino", f"{path}: an OpenVINO model")
-    # CPUs with AMX or AVX512-BF16 otherwise run float32 models in bfloat16 (errors of 1e-2).
-    config = {"INFERENCE_PRECISION_HINT": "f32"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    core = ov.Core()
-    model = core.read_model(path)
-    in_shape, out_shape = model.inputs[0].get_partial_shape(), model.outputs[0].get_partial_shape()
-    input_size = (in_shape[1].get_length(), in_shape[2].get_length())
-    requests = {}
-
-    def request_for(batch_size):
-        if batch_size not in requests:
-            model.reshape({model.inputs[0]: ov.PartialShape([batch_size, *input_size, 3])})
-            try:
-                requests[batch_size] = core.compile_model(model, "CPU", config).create_infer_request()
-            except RuntimeError as exc:  # its first lines are only "Exception from src/...cpp:N:"
-                said = [line.strip() for line in str(exc).splitlines()
-                        if line.strip() and not line.strip().startswith("Exception from")]
-                raise RuntimeError(" ".join(said) or str(exc)) from None
-        return requests[batch_size]
-    request_for(1)  # compile now: a model the plugin cannot take fails at load, not at the first call
-
-    def run(batch):
-        request = request_for(len(batch))
-        return request.infer({0: batch})[request.model_outputs[0]].copy()
-    return Predictor(run, input_size, out_shape[3].get_length(), "openvino", model.inputs[0].get_any_name(),
-                     model.outputs[0].get_any_name())
-
-
-def ncnn_predictor(path, settings, threads=None):
-    """`settings` gives input_height, input_width and n_classes: an NCNN .param does not record them."""
-    from utils.deploy_export import require, unknown_layers
-    from utils.model_files import weights_path
-    ncnn = require("ncnn", f"{path}: an NCNN model")
-    missing = unknown_layers(path, ncnn)
-    if missing:  # ncnn itself only prints this to stderr and returns -1
-        raise RuntimeError(f"ncnn has no layer for {', '.join(missing)}")
-    net = ncnn.Net()
-    # float32 throughout: ncnn stores and computes in float16/bfloat16 where the CPU supports it.
-    for option in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage"):
-        setattr(net.opt, option, False)
-    if threads:
-        net.opt.num_threads = int(threads)
-    if net.load_param(path) != 0 or net.load_model(weights_path(path)) != 0:
-        raise RuntimeError("ncnn could not read the .param/.bin pair")
-    input_name, output_name = net.input_names()[0], net.output_names()[0]
-
-    def run(batch):
-        outputs = []
-        for image in batch:  # the NCNN model has a batch of 1
-            chw = np.ascontiguousarray(image.transpose(2, 0, 1))
-            # ncnn.Mat wraps `chw` without copying (even through .clone()): `chw` must outlive the extraction.
-            extractor = net.create_extractor()
-            extractor.input(input_name, ncnn.Mat(chw))
-            status, output = extractor.extract(output_name)
-            if status != 0:
-                raise RuntimeError(f"ncnn could not compute {output_name} (status {status})")
-            outputs.append(np.array(output).transpose(1, 2, 0))
-        return np.stack(outputs)
-    size = (settings["input_height"], settings["input_width"])
-    return Predictor(run, size, settings["n_classes"], "ncnn", input_name, output_name)
-
-
-def _ncnn_settings(path, flag):
+def _export_settings(path, flag, fmt):
+    """The settings file beside an export, or None where there is none and the format can do without
+    (only NCNN cannot: its .param does not record the input size)."""
     from utils.run import read_json
     settings_file = sidecar_path(path)
     if not os.path.isfile(settings_file):
+        if fmt != "ncnn":
+            return None
         raise UserError(f"{flag + ' ' if flag else ''}{path}: an NCNN model needs its settings file {settings_file} "
                         "(written by tools/export.py): the .param does not record the input size")
     settings = read_json(settings_file, "export settings (written by tools/export.py)")
-    missing = [key for key in ("input_height", "input_width", "n_classes") if key not in settings]
+    needed = ("input_height", "input_width", "n_classes") if fmt == "ncnn" else ()
+    if settings.get("dynamic_size"):
+        needed += ("input_height", "input_width", "size_multiple")
+    missing = [key for key in dict.fromkeys(needed) if key not in settings]
     if missing:
         raise UserError(f"{settings_file}: export settings without {', '.join(missing)}")
     return settings
@@ -356,33 +235,55 @@ def load_predictor(path, threads=None, flag="--weights_path", settings=None, run
     """The `Predictor` of a checked model file (see `model_format`); a load that fails after the checks
     is a one-line `UserError` naming `flag`, `path` and the runtime, never a traceback.
 
-    `settings` (NCNN only): input_height, input_width and n_classes; by default read from the
-    settings file beside the model (`sidecar_path`). `run_config` (a `.keras` checkpoint's
-    config.json): lets `at_size` rebuild the model at other legal sizes (`keras_predictor`).
-    Exports are fixed-size: their `at_size` takes only the exported size.
+    `settings` (exports): the export's settings (tools/export.py's `<path>.json`); by default read
+    from the settings file beside the model (`sidecar_path`). NCNN needs input_height, input_width and
+    n_classes from it. With `dynamic_size: true` (an export with a dynamic height and width) the
+    predictor's `input_size` is the training size (input_height x input_width: slide's window) and
+    `at_size(h, w)` runs the same session at any size the recorded rule (`size_multiple`,
+    `size_minimum`) allows; other exports are fixed-size: `at_size` takes only their own size.
+    `run_config` (a `.keras` checkpoint's config.json): lets `at_size` rebuild the model at other
+    legal sizes (`keras_predictor`).
     """
     fmt = model_format(path, flag)
     if fmt == "keras":
         return keras_predictor(load_keras_model(path, flag), run_config)
-    predictor = _load_export(path, fmt, threads, flag, settings)
+    predictor, settings = _load_export(path, fmt, threads, flag, settings)
+    if settings and settings.get("dynamic_size"):
+        return _dynamic_export(predictor, settings)
     height, width = predictor.input_size
     predictor.fixed_reason = f"{path} is a fixed-size {fmt} export ({height}x{width})"
     return predictor
 
 
+def _dynamic_export(predictor, settings):
+    """`predictor` (an export with a dynamic height and width) with its size rule: every size shares its
+    one session, which takes any input shape."""
+    from Models.size_rules import SizeRule
+    rule = SizeRule(int(settings["size_multiple"]), int(settings.get("size_minimum") or 0))
+
+    def at(height, width):
+        return Predictor(predictor._run, (height, width), predictor.n_classes, predictor.format,
+                         predictor.input_name, predictor.output_name, size_rule=rule, rebuild=at)
+    return at(*predictor.input_size)
+
+
 def _load_export(path, fmt, threads, flag, settings):
+    """(the export's Predictor, its settings or None)."""
+    from utils import export_predictors as runtimes
     if fmt in ("openvino", "ncnn"):  # a missing runtime: one line naming the requirements file
         from utils.deploy_export import require
         require(fmt, f"{flag + ' ' if flag else ''}{path}: running an {LOADERS[fmt]} model")
-    if fmt == "ncnn" and settings is None:
-        settings = _ncnn_settings(path, flag)
+    if settings is None:
+        settings = _export_settings(path, flag, fmt)
+    # A dynamic export's input says nothing of the training size: the settings do.
+    size = (settings["input_height"], settings["input_width"]) if settings and settings.get("dynamic_size") else None
     with loader_errors(path, flag, LOADERS[fmt]):
         if fmt == "onnx":
-            return onnx_predictor(path, threads)
+            return runtimes.onnx_predictor(path, threads, size), settings
         if fmt == "savedmodel":
-            return savedmodel_predictor(path)
+            return runtimes.savedmodel_predictor(path, size), settings
         if fmt == "openvino":
-            return openvino_predictor(path, threads)
+            return runtimes.openvino_predictor(path, threads, size), settings
         if fmt == "ncnn":
-            return ncnn_predictor(path, settings, threads)
-        return tflite_predictor(path)
+            return runtimes.ncnn_predictor(path, settings, threads), settings
+        return runtimes.tflite_predictor(path, size), settings
