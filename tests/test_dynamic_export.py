@@ -117,3 +117,25 @@ def test_a_fixed_size_architecture_exports_fixed_and_whole_is_one_line(trained, 
                               "whole", "--output_path", tmp_path / "w"),
                           "fixed.onnx is a fixed-size onnx export (32x32)", "whole cannot fit a 45x70",
                           "use --inference_mode slide")
+
+
+def test_a_dynamic_export_that_fails_its_runtime_falls_back_to_fixed(trained, tmp_path, monkeypatch, capsys):
+    """A converter may accept the dynamic model and write what its runtime cannot run (TFLite: ops that
+    need TensorFlow's "select" ops, as mobilenet_unet's dynamic TFLite does): the fixed export is made
+    instead, and the printout says why."""
+    import tools.export as export_tool
+    checkpoint, _ = trained
+    real_check = export_tool.check_parity
+
+    def dynamic_fails(expected, path, batch, rule=None, others=()):
+        if rule is not None:
+            raise RuntimeError("the export does not load or run in its runtime: select ops")
+        return real_check(expected, path, batch, rule, others)
+    monkeypatch.setattr(export_tool, "check_parity", dynamic_fails)
+    output = str(tmp_path / "model.onnx")
+    assert export_tool.main(["--weights_path", checkpoint, "--format", "onnx", "--output", output]) in (0, None)
+    with open(output + ".json") as handle:
+        assert json.load(handle)["dynamic_size"] is False
+    printed = capsys.readouterr().out
+    assert "fixed size 32x32: the dynamic-size onnx export failed its parity check" in printed
+    assert "select ops" in printed

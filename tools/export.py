@@ -305,11 +305,12 @@ def main(argv=None):
     head, tail = os.path.split(os.path.abspath(output))
     tmp = os.path.join(head, f".tmp-{os.getpid()}-{tail}")
     try:
+        # The dynamic-size attempt (if any) first: when its converter refuses it, or what it wrote does not
+        # run or match in its runtime (e.g. a TFLite file needing TensorFlow "select" ops), the fixed one.
         for exported_model, dynamic_rule, others in attempts:
             start = time.perf_counter()
             try:
                 export_model(exported_model, args.format, tmp, args.opset)
-                break
             except UserError:  # a missing runtime package: the one line that names requirements-deploy.txt
                 raise
             except Exception as exc:  # a converter's refusal: say which model and format, keep the reason
@@ -319,14 +320,21 @@ def main(argv=None):
                 if dynamic_rule is None:
                     raise SystemExit(f"error: {checkpoint}: {args.format} export failed: {reason}") from None
                 fixed_why = f"the dynamic-size {args.format} export failed ({reason[:120]})"
-        export_seconds = time.perf_counter() - start
-        try:
-            diff, exported = check_parity(expected, tmp, batch, dynamic_rule, others)
-        except RuntimeError as exc:
-            raise SystemExit(f"error: parity check failed: {exc}") from None
-        if not diff <= args.atol:
-            raise SystemExit(f"error: parity check failed: max |{args.format} - keras| = {diff:.3g} "
-                             f"> --atol {args.atol:g} ({checkpoint})")
+                continue
+            export_seconds = time.perf_counter() - start
+            try:
+                diff, exported = check_parity(expected, tmp, batch, dynamic_rule, others)
+                problem = None if diff <= args.atol else (f"max |{args.format} - keras| = {diff:.3g} "
+                                                          f"> --atol {args.atol:g} ({checkpoint})")
+            except RuntimeError as exc:
+                problem = str(exc)
+            if problem is None:
+                break
+            for tmp_file in output_files(tmp, args.format):
+                _remove(tmp_file)
+            if dynamic_rule is None:
+                raise SystemExit(f"error: parity check failed: {problem}") from None
+            fixed_why = f"the dynamic-size {args.format} export failed its parity check ({problem[:160]})"
         for tmp_file, final in zip(output_files(tmp, args.format), files):
             os.replace(tmp_file, final)
     finally:
