@@ -36,23 +36,17 @@ class NativeValidation(keras.callbacks.Callback):
         self.stride, self.batch_size = stride, batch_size
         self.user_error = None
 
-    def _predictor(self):
-        from utils.inference import keras_predictor, main_output_model
-        return keras_predictor(main_output_model(self.model))
-
     def scores(self):
         """{log key: value} of the current model over every validation image."""
+        from data import read_checked
         from metrics.evaluation import confusion_matrix
-        from utils.image import check_label_values, check_same_size, read_image, read_label
+        from utils.inference import keras_predictor
         from utils.tiling import predict_image
-        predictor = self._predictor()
+        predictor = keras_predictor(self.model)  # the main head only; fresh each epoch: the current weights
         matrix = np.zeros((self.n_classes, self.n_classes), np.int64)
         losses = []
         for image_path, label_path in self.pairs:
-            image, label = read_image(image_path), read_label(label_path)
-            check_same_size(label.shape, label_path, image.shape, image_path)
-            if label.max() >= self.n_classes:
-                check_label_values(label, label_path, self.n_classes, self.prep.ignore_label)
+            image, label, _ = read_checked(image_path, label_path, self.n_classes, self.prep.ignore_label)
             probs = predict_image(image, predictor, self.prep, "slide", stride=self.stride,
                                   batch_size=self.batch_size)
             matrix += confusion_matrix(label, probs.argmax(-1), self.n_classes, self.prep.ignore_label)
